@@ -1,0 +1,157 @@
+//! Accepting connections: TCP, the TLS handshake, HTTP/1.1 keep-alive, and graceful shutdown.
+//! Also the thread that keeps the snapshot current by polling the store's revision.
+
+use std::convert::Infallible;
+use std::future::Future;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::server::graceful::GracefulShutdown;
+use tokio::net::TcpListener;
+use tokio_rustls::TlsAcceptor;
+
+use super::{XksState, handle};
+use crate::keystore::KeyStore;
+
+/// Longest time a client may take to finish the TLS handshake.
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Longest time a client may take to send request headers.
+const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Longest time in-flight requests get to finish at shutdown.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
+
+/// How often the store's revision is polled. Changes reach the data path within this interval
+/// plus the time to rebuild the snapshot.
+pub const REFRESH_INTERVAL: Duration = Duration::from_millis(200);
+
+/// Serves XKS requests on `listener` until `shutdown` completes.
+///
+/// # Errors
+///
+/// Returns an I/O error only when accepting fails in a way that cannot be retried.
+pub async fn serve(
+    listener: TcpListener,
+    tls: Arc<rustls::ServerConfig>,
+    state: Arc<XksState>,
+    shutdown: impl Future<Output = ()>,
+) -> std::io::Result<()> {
+    let acceptor = TlsAcceptor::from(tls);
+    let graceful = GracefulShutdown::new();
+    tokio::pin!(shutdown);
+
+    loop {
+        let (stream, peer) = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok(accepted) => accepted,
+                Err(error) => {
+                    // Out of file descriptors and similar conditions pass; back off briefly.
+                    tracing::warn!(%error, "accepting a connection failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+            () = &mut shutdown => break,
+        };
+        if let Err(error) = stream.set_nodelay(true) {
+            tracing::debug!(%error, %peer, "cannot set TCP_NODELAY");
+        }
+
+        let acceptor = acceptor.clone();
+        let state = state.clone();
+        let watcher = graceful.watcher();
+        tokio::spawn(async move {
+            let tls_stream =
+                match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await {
+                    Ok(Ok(tls_stream)) => tls_stream,
+                    Ok(Err(error)) => {
+                        tracing::debug!(%error, %peer, "TLS handshake failed");
+                        return;
+                    }
+                    Err(_) => {
+                        tracing::debug!(%peer, "TLS handshake timed out");
+                        return;
+                    }
+                };
+            let service = service_fn(move |request| {
+                let state = state.clone();
+                async move { Ok::<_, Infallible>(handle(state, request).await) }
+            });
+            let connection = hyper::server::conn::http1::Builder::new()
+                .timer(TokioTimer::new())
+                .header_read_timeout(HEADER_READ_TIMEOUT)
+                .keep_alive(true)
+                .serve_connection(TokioIo::new(tls_stream), service);
+            if let Err(error) = watcher.watch(connection).await {
+                tracing::debug!(%error, %peer, "connection ended with an error");
+            }
+        });
+    }
+
+    tracing::info!("shutting down: no new connections, waiting for requests in flight");
+    if tokio::time::timeout(SHUTDOWN_GRACE, graceful.shutdown())
+        .await
+        .is_err()
+    {
+        tracing::warn!("requests still in flight after {SHUTDOWN_GRACE:?}; closing them");
+    }
+    Ok(())
+}
+
+/// Starts the thread that reloads the snapshot when the store's revision changes.
+///
+/// When the store cannot be read, the server keeps serving from the last snapshot and reports
+/// `DEGRADED` until a read succeeds again.
+pub fn spawn_refresher(state: Arc<XksState>, mut key_store: KeyStore) -> std::io::Result<()> {
+    std::thread::Builder::new()
+        .name("keyhold-refresh".to_owned())
+        .spawn(move || {
+            let mut reported_problems = state.snapshot.load().problems.clone();
+            loop {
+                std::thread::sleep(REFRESH_INTERVAL);
+                let current = state.snapshot.load().revision;
+                let revision = key_store.store().revision();
+                let result = match revision {
+                    Ok(revision) if revision == current => Ok(None),
+                    Ok(_) => key_store.load_snapshot().map(Some),
+                    Err(error) => Err(error.into()),
+                };
+                match result {
+                    Ok(None) => mark_storage(&state, true, None),
+                    Ok(Some(snapshot)) => {
+                        if snapshot.problems != reported_problems {
+                            for problem in &snapshot.problems {
+                                tracing::error!(problem = %problem, "stored object is unusable");
+                            }
+                            reported_problems.clone_from(&snapshot.problems);
+                        }
+                        tracing::info!(
+                            revision = snapshot.revision,
+                            domains = snapshot.domain_count(),
+                            "applied changes from the store"
+                        );
+                        state.snapshot.store(Arc::new(snapshot));
+                        mark_storage(&state, true, None);
+                    }
+                    Err(error) => mark_storage(&state, false, Some(&error)),
+                }
+            }
+        })
+        .map(drop)
+}
+
+/// Records whether the store is readable, logging only when that changes.
+fn mark_storage(state: &XksState, current: bool, error: Option<&crate::keystore::Error>) {
+    let was_current = state.storage_current.swap(current, Ordering::Relaxed);
+    match (was_current, current, error) {
+        (true, false, Some(error)) => {
+            tracing::error!(%error, "cannot read the store; serving from the last snapshot");
+        }
+        (false, true, _) => tracing::info!("store readable again"),
+        _ => {}
+    }
+}

@@ -1,0 +1,279 @@
+//! `keyhold domain`, `credential` and `key`: changes go straight to the store, and running
+//! servers pick them up by polling its revision.
+
+use std::path::Path;
+
+use anyhow::Context as _;
+use serde_json::json;
+
+use crate::config::Settings;
+use crate::keystore::model::{KeyInfo, KeyStatus, KeyUsage};
+use crate::keystore::{format_time, unix_now};
+
+use super::serve::open_key_store;
+use super::{CredentialCommand, DomainCommand, KeyCommand, output};
+
+pub(super) fn domain(dir: &Path, command: DomainCommand) -> anyhow::Result<()> {
+    let mut key_store = open_key_store(&Settings::load(dir)?)?;
+    match command {
+        DomainCommand::Create {
+            id,
+            uri_prefix,
+            display_name,
+        } => {
+            let domain =
+                key_store.create_domain(&id, display_name.as_deref(), uri_prefix.as_deref())?;
+            output::print(&format!(
+                "Created domain {} with XksProxyUriPath {}\n",
+                domain.id,
+                domain.xks_uri_path()
+            ));
+        }
+        DomainCommand::List(format) => {
+            let domains = key_store.store().domains()?;
+            let rows = domains
+                .iter()
+                .map(|domain| {
+                    vec![
+                        domain.id.clone(),
+                        format!("{:?}", domain.status).to_uppercase(),
+                        domain.xks_uri_path(),
+                        domain.display_name.clone(),
+                    ]
+                })
+                .collect::<Vec<_>>();
+            let json = json!(domains.iter().map(domain_json).collect::<Vec<_>>());
+            output::print_table(
+                format.output,
+                &["ID", "STATUS", "XKS URI PATH", "NAME"],
+                &rows,
+                &json,
+            );
+        }
+        DomainCommand::Show { id, output: format } => {
+            let store = key_store.store();
+            let domain = store.domain(&id)?;
+            let active = store
+                .credentials(&id)?
+                .iter()
+                .filter(|c| c.revoked_at.is_none())
+                .count();
+            let keys = store.keys(&id)?.len();
+            let mut json = domain_json(&domain);
+            json["activeCredentials"] = json!(active);
+            json["keys"] = json!(keys);
+            output::print_record(
+                format.output,
+                &[
+                    ("id", domain.id.clone()),
+                    ("name", domain.display_name.clone()),
+                    ("status", format!("{:?}", domain.status).to_uppercase()),
+                    ("XksProxyUriPath", domain.xks_uri_path()),
+                    ("created", format_time(domain.created_at)),
+                    ("active credentials", active.to_string()),
+                    ("keys", keys.to_string()),
+                ],
+                &json,
+            );
+        }
+    }
+    Ok(())
+}
+
+pub(super) fn credential(dir: &Path, command: CredentialCommand) -> anyhow::Result<()> {
+    let mut key_store = open_key_store(&Settings::load(dir)?)?;
+    match command {
+        CredentialCommand::Create { domain } => {
+            let uri_path = key_store.store().domain(&domain)?.xks_uri_path();
+            let (credential, secret) = key_store.create_credential(&domain)?;
+            let configuration = json!({
+                "XksProxyUriPath": uri_path,
+                "XksProxyAuthenticationCredential": {
+                    "AccessKeyId": credential.access_key_id,
+                    "RawSecretAccessKey": secret.expose(),
+                },
+            });
+            output::print(&format!("{configuration:#}\n"));
+            output::note(
+                "This is the only time the secret is shown. Load this proxy configuration file \
+                 in the AWS KMS console, or store it now.",
+            );
+        }
+        CredentialCommand::List {
+            domain,
+            output: format,
+        } => {
+            let credentials = key_store.store().credentials(&domain)?;
+            let rows = credentials
+                .iter()
+                .map(|credential| {
+                    vec![
+                        credential.access_key_id.clone(),
+                        format_time(credential.created_at),
+                        credential.revoked_at.map_or_else(
+                            || "ACTIVE".to_owned(),
+                            |at| format!("REVOKED {}", format_time(at)),
+                        ),
+                    ]
+                })
+                .collect::<Vec<_>>();
+            let json = json!(
+                credentials
+                    .iter()
+                    .map(|credential| json!({
+                        "accessKeyId": credential.access_key_id,
+                        "createdAt": format_time(credential.created_at),
+                        "revokedAt": credential.revoked_at.map(format_time),
+                    }))
+                    .collect::<Vec<_>>()
+            );
+            output::print_table(
+                format.output,
+                &["ACCESS KEY ID", "CREATED", "STATUS"],
+                &rows,
+                &json,
+            );
+        }
+        CredentialCommand::Revoke {
+            domain,
+            access_key_id,
+        } => {
+            key_store
+                .store_mut()
+                .revoke_credential(&domain, &access_key_id, unix_now())?;
+            output::print(&format!(
+                "Revoked credential {access_key_id} of domain {domain}\n"
+            ));
+        }
+    }
+    Ok(())
+}
+
+pub(super) fn key(dir: &Path, command: KeyCommand) -> anyhow::Result<()> {
+    let mut key_store = open_key_store(&Settings::load(dir)?)?;
+    match command {
+        KeyCommand::Create {
+            domain,
+            key_id,
+            usage,
+            name,
+            description,
+        } => {
+            let usage = KeyUsage::parse(&usage).map_err(anyhow::Error::msg)?;
+            let key = key_store.create_key(
+                &domain,
+                key_id.as_deref(),
+                name.as_deref(),
+                &description,
+                usage,
+            )?;
+            output::print(&format!(
+                "Created key {} in domain {}\n",
+                key.key_id, key.domain_id
+            ));
+        }
+        KeyCommand::List {
+            domain,
+            output: format,
+        } => {
+            let keys = key_store.store().keys(&domain)?;
+            let rows = keys
+                .iter()
+                .map(|key| {
+                    vec![
+                        key.key_id.clone(),
+                        status_text(key.status).to_owned(),
+                        key.usage.to_string(),
+                        key.primary_version.to_string(),
+                        key.name.clone(),
+                    ]
+                })
+                .collect::<Vec<_>>();
+            let json = json!(keys.iter().map(key_json).collect::<Vec<_>>());
+            output::print_table(
+                format.output,
+                &["KEY ID", "STATUS", "USAGE", "VERSION", "NAME"],
+                &rows,
+                &json,
+            );
+        }
+        KeyCommand::Show {
+            domain,
+            key_id,
+            output: format,
+        } => {
+            let key = key_store.store().key(&domain, &key_id)?;
+            output::print_record(
+                format.output,
+                &[
+                    ("domain", key.domain_id.clone()),
+                    ("key id", key.key_id.clone()),
+                    ("name", key.name.clone()),
+                    ("description", key.description.clone()),
+                    ("status", status_text(key.status).to_owned()),
+                    ("usage", key.usage.to_string()),
+                    ("protection", "software".to_owned()),
+                    ("primary version", key.primary_version.to_string()),
+                    ("created", format_time(key.created_at)),
+                ],
+                &key_json(&key),
+            );
+        }
+        KeyCommand::Disable { domain, key_id } => {
+            set_status(&mut key_store, &domain, &key_id, KeyStatus::Disabled)?;
+        }
+        KeyCommand::Enable { domain, key_id } => {
+            set_status(&mut key_store, &domain, &key_id, KeyStatus::Enabled)?;
+        }
+    }
+    Ok(())
+}
+
+fn set_status(
+    key_store: &mut crate::keystore::KeyStore,
+    domain: &str,
+    key_id: &str,
+    status: KeyStatus,
+) -> anyhow::Result<()> {
+    key_store
+        .store_mut()
+        .set_key_status(domain, key_id, status)
+        .with_context(|| format!("cannot change the status of key {key_id}"))?;
+    output::print(&format!(
+        "Key {key_id} in domain {domain} is now {}\n",
+        status_text(status)
+    ));
+    Ok(())
+}
+
+fn status_text(status: KeyStatus) -> &'static str {
+    match status {
+        KeyStatus::Enabled => "ENABLED",
+        KeyStatus::Disabled => "DISABLED",
+    }
+}
+
+fn domain_json(domain: &crate::keystore::model::Domain) -> serde_json::Value {
+    json!({
+        "id": domain.id,
+        "displayName": domain.display_name,
+        "status": domain.status,
+        "uriPrefix": domain.uri_prefix,
+        "xksProxyUriPath": domain.xks_uri_path(),
+        "createdAt": format_time(domain.created_at),
+    })
+}
+
+fn key_json(key: &KeyInfo) -> serde_json::Value {
+    json!({
+        "domainId": key.domain_id,
+        "keyId": key.key_id,
+        "name": key.name,
+        "description": key.description,
+        "status": key.status,
+        "usage": key.usage,
+        "protection": key.protection,
+        "primaryVersion": key.primary_version,
+        "createdAt": format_time(key.created_at),
+    })
+}

@@ -1,0 +1,201 @@
+//! The `keyhold` command line: argument definitions and dispatch.
+//!
+//! Commands print results to stdout and errors to stderr. Exit codes: 0 success, 1 a command
+//! failed, 2 invalid arguments (from clap).
+
+mod admin;
+mod demo;
+mod init;
+mod output;
+mod serve;
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+/// Data directory used when neither `--data-dir` nor `KEYHOLD_DATA_DIR` is given.
+const DEFAULT_DATA_DIR: &str = "keyhold-data";
+
+/// Keyhold: an external key manager for the AWS KMS External Key Store (XKS) proxy API.
+#[derive(Debug, Parser)]
+#[command(name = "keyhold", version, about, max_term_width = 100)]
+pub struct Cli {
+    /// Data directory holding keyhold.toml, the root key, the database and TLS files
+    /// [default: ./keyhold-data; `demo` creates a fresh directory]
+    #[arg(long, env = "KEYHOLD_DATA_DIR", global = true, value_name = "DIR")]
+    data_dir: Option<PathBuf>,
+
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Create a data directory: root key, database, TLS certificate and keyhold.toml
+    Init,
+    /// Serve the XKS API over TLS
+    Serve {
+        /// Listen address, overriding keyhold.toml [default: 127.0.0.1:8443]
+        #[arg(long, value_name = "ADDR")]
+        listen: Option<SocketAddr>,
+    },
+    /// Manage domains (tenants with their own URI path prefix)
+    #[command(subcommand)]
+    Domain(DomainCommand),
+    /// Manage a domain's SigV4 credentials
+    #[command(subcommand)]
+    Credential(CredentialCommand),
+    /// Manage a domain's keys
+    #[command(subcommand)]
+    Key(KeyCommand),
+    /// Set up a fresh demo (domain, credential, key), serve it and print a curl command
+    Demo {
+        /// Listen address [default: 127.0.0.1:8443]
+        #[arg(long, value_name = "ADDR")]
+        listen: Option<SocketAddr>,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum DomainCommand {
+    /// Create a domain
+    Create {
+        /// Domain id: 1 to 63 characters of a-z, 0-9 and '-'
+        id: String,
+        /// URI path prefix before /kms/xks/v1 [default: /domains/<ID>]
+        #[arg(long, value_name = "PREFIX")]
+        uri_prefix: Option<String>,
+        /// Name shown to people [default: the id]
+        #[arg(long)]
+        display_name: Option<String>,
+    },
+    /// List domains
+    List(OutputArgs),
+    /// Show one domain
+    Show {
+        /// Domain id
+        id: String,
+        #[command(flatten)]
+        output: OutputArgs,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum CredentialCommand {
+    /// Create a SigV4 credential and print it once, as the AWS KMS proxy configuration file
+    Create {
+        /// Domain id
+        domain: String,
+    },
+    /// List a domain's credentials (ids and times, never secrets)
+    List {
+        /// Domain id
+        domain: String,
+        #[command(flatten)]
+        output: OutputArgs,
+    },
+    /// Revoke a credential; running servers reject it within a second
+    Revoke {
+        /// Domain id
+        domain: String,
+        /// Access key id to revoke
+        access_key_id: String,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum KeyCommand {
+    /// Create an AES-256 key
+    Create {
+        /// Domain id
+        domain: String,
+        /// External key id: 1 to 128 characters of A-Z, a-z, 0-9, '.', '_' and '-' [default: a random UUID]
+        #[arg(long, value_name = "ID")]
+        key_id: Option<String>,
+        /// Allowed operations: encrypt, decrypt or both; AWS KMS requires both
+        #[arg(long, default_value = "encrypt,decrypt")]
+        usage: String,
+        /// Name shown to people [default: the key id]
+        #[arg(long)]
+        name: Option<String>,
+        /// Free-text description
+        #[arg(long, default_value = "")]
+        description: String,
+    },
+    /// List a domain's keys
+    List {
+        /// Domain id
+        domain: String,
+        #[command(flatten)]
+        output: OutputArgs,
+    },
+    /// Show one key
+    Show {
+        /// Domain id
+        domain: String,
+        /// Key id
+        key_id: String,
+        #[command(flatten)]
+        output: OutputArgs,
+    },
+    /// Disable a key: encrypt and decrypt fail with InvalidStateException
+    Disable {
+        /// Domain id
+        domain: String,
+        /// Key id
+        key_id: String,
+    },
+    /// Enable a disabled key
+    Enable {
+        /// Domain id
+        domain: String,
+        /// Key id
+        key_id: String,
+    },
+}
+
+#[derive(Debug, Clone, Copy, Args)]
+struct OutputArgs {
+    /// Output format
+    #[arg(long, value_enum, default_value_t = OutputFormat::Text)]
+    output: OutputFormat,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum OutputFormat {
+    /// Aligned columns for people
+    Text,
+    /// JSON for scripts
+    Json,
+}
+
+/// Parses the command line, runs the command and returns the process exit code.
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match run(cli) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            output::print_error(&error);
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(cli: Cli) -> anyhow::Result<()> {
+    let data_dir = cli.data_dir.clone();
+    let dir = || {
+        data_dir
+            .clone()
+            .unwrap_or_else(|| PathBuf::from(DEFAULT_DATA_DIR))
+    };
+    match cli.command {
+        Command::Init => init::run(&dir()),
+        Command::Serve { listen } => serve::run(&dir(), listen),
+        Command::Domain(command) => admin::domain(&dir(), command),
+        Command::Credential(command) => admin::credential(&dir(), command),
+        Command::Key(command) => admin::key(&dir(), command),
+        Command::Demo { listen } => demo::run(data_dir.as_deref(), listen),
+    }
+}

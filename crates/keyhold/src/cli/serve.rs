@@ -1,0 +1,154 @@
+//! `keyhold serve`: loads the configuration, opens the store and serves the XKS API.
+
+use std::io::IsTerminal as _;
+use std::net::SocketAddr;
+use std::path::Path;
+use std::sync::Arc;
+
+use anyhow::Context as _;
+use tokio::net::TcpListener;
+use tracing_subscriber::EnvFilter;
+
+use crate::api::{self, XksState, listener, tls};
+use crate::config::{LogFormat, LogSection, Settings};
+use crate::keystore::KeyStore;
+use crate::keystore::root::FileRootKey;
+use crate::keystore::store::Store;
+use crate::service::health::NodeInfo;
+
+pub(super) fn run(dir: &Path, listen: Option<SocketAddr>) -> anyhow::Result<()> {
+    let settings = Settings::load(dir)?;
+    init_logging(&settings.log)?;
+    runtime()?.block_on(async {
+        let server = Server::start(&settings, listen).await?;
+        server.run().await
+    })
+}
+
+/// A bound, configured XKS server that has not started accepting yet.
+pub(super) struct Server {
+    listener: TcpListener,
+    tls: Arc<rustls::ServerConfig>,
+    state: Arc<XksState>,
+}
+
+impl Server {
+    /// Opens the store, builds the first snapshot and binds the listener.
+    pub(super) async fn start(
+        settings: &Settings,
+        listen: Option<SocketAddr>,
+    ) -> anyhow::Result<Self> {
+        let mut key_store = open_key_store(settings)?;
+        if key_store.ensure_health_key()? {
+            tracing::info!("created the health-check key");
+        }
+        let snapshot = key_store.load_snapshot()?;
+        for problem in &snapshot.problems {
+            tracing::error!(problem = %problem, "stored object is unusable");
+        }
+        let client_auth = settings
+            .client_auth
+            .as_ref()
+            .map(|(ca, names)| (ca.as_path(), names.as_slice()));
+        let tls = tls::server_config(
+            &settings.tls_certificate,
+            &settings.tls_private_key,
+            client_auth,
+        )?;
+
+        let node = NodeInfo {
+            id: settings.node_id.clone(),
+            model: format!(
+                "Keyhold {} (software keys, {})",
+                env!("CARGO_PKG_VERSION"),
+                key_store.root().describe()
+            ),
+        };
+        let domains = snapshot.domain_count();
+        let state = Arc::new(XksState::new(
+            snapshot,
+            node,
+            settings.allowed_regions.clone(),
+        ));
+        listener::spawn_refresher(state.clone(), key_store)
+            .context("cannot start the refresh thread")?;
+
+        let address = listen.unwrap_or(settings.listen);
+        let listener = TcpListener::bind(address).await.with_context(|| {
+            format!("cannot listen on {address}; is another server using it? pass --listen to pick another address")
+        })?;
+        tracing::info!(
+            address = %listener.local_addr().unwrap_or(address),
+            domains,
+            mutual_tls = settings.client_auth.is_some(),
+            "serving the XKS API"
+        );
+        Ok(Self {
+            listener,
+            tls,
+            state,
+        })
+    }
+
+    /// The bound address.
+    pub(super) fn local_addr(&self) -> std::io::Result<SocketAddr> {
+        self.listener.local_addr()
+    }
+
+    /// Serves until SIGINT or SIGTERM.
+    pub(super) async fn run(self) -> anyhow::Result<()> {
+        api::listener::serve(self.listener, self.tls, self.state, shutdown_signal()).await?;
+        tracing::info!("stopped");
+        Ok(())
+    }
+}
+
+/// Opens the store and the root key named in the settings.
+pub(super) fn open_key_store(settings: &Settings) -> anyhow::Result<KeyStore> {
+    let root = FileRootKey::load(&settings.root_key_path)?;
+    let store = Store::open(&settings.database_path)
+        .with_context(|| format!("cannot open database {}", settings.database_path.display()))?;
+    Ok(KeyStore::new(store, Box::new(root)))
+}
+
+pub(super) fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")
+}
+
+/// Sends logs to stderr; `RUST_LOG` overrides the configured level.
+pub(super) fn init_logging(log: &LogSection) -> anyhow::Result<()> {
+    let filter = match EnvFilter::try_from_default_env() {
+        Ok(filter) => filter,
+        Err(_) => EnvFilter::try_new(&log.level)
+            .with_context(|| format!("invalid log level {:?} in keyhold.toml", log.level))?,
+    };
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    let result = match log.format {
+        LogFormat::Text => builder.try_init(),
+        LogFormat::Json => builder.json().try_init(),
+    };
+    result.map_err(|error| anyhow::anyhow!("cannot set up logging: {error}"))
+}
+
+async fn shutdown_signal() {
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(error) => {
+                tracing::warn!(%error, "cannot listen for SIGTERM; stop with SIGINT");
+                std::future::pending::<()>().await;
+            }
+        }
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        () = terminate => {}
+    }
+}

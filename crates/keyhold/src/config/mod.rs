@@ -1,0 +1,317 @@
+//! `keyhold.toml`: the file as written ([`ConfigFile`]) and the validated [`Settings`] built from
+//! it, with every path resolved against the data directory.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+
+/// Name of the configuration file inside the data directory.
+pub const CONFIG_FILE_NAME: &str = "keyhold.toml";
+
+/// Default XKS listen address.
+pub const DEFAULT_LISTEN: &str = "127.0.0.1:8443";
+
+/// The configuration file as written. Unknown keys are rejected, so a typo is an error rather
+/// than a silently ignored setting.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ConfigFile {
+    /// `[server]`.
+    #[serde(default)]
+    pub server: ServerSection,
+    /// `[tls]`.
+    pub tls: TlsSection,
+    /// `[root_of_trust]`.
+    pub root_of_trust: RootOfTrustSection,
+    /// `[storage]`.
+    pub storage: StorageSection,
+    /// `[log]`.
+    #[serde(default)]
+    pub log: LogSection,
+}
+
+/// `[server]`.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServerSection {
+    /// XKS listen address; default `127.0.0.1:8443`.
+    pub listen: Option<SocketAddr>,
+    /// Node id in health reports; default the host name.
+    pub node_id: Option<String>,
+    /// SigV4 regions accepted in the credential scope; empty accepts any region.
+    #[serde(default)]
+    pub allowed_regions: Vec<String>,
+}
+
+/// `[tls]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TlsSection {
+    /// PEM certificate chain, leaf first.
+    pub certificate: PathBuf,
+    /// PEM private key.
+    pub private_key: PathBuf,
+    /// `[tls.client_auth]`: mutual TLS, off when absent.
+    pub client_auth: Option<ClientAuthSection>,
+}
+
+/// `[tls.client_auth]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClientAuthSection {
+    /// PEM file of CA certificates that client certificates must chain to.
+    pub ca: PathBuf,
+    /// Accepted client names, matched against the subject CN and the DNS SANs.
+    pub allowed_subjects: Vec<String>,
+}
+
+/// `[root_of_trust]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(tag = "provider", rename_all = "lowercase", deny_unknown_fields)]
+pub enum RootOfTrustSection {
+    /// A root-key file.
+    File {
+        /// The 32-byte root-key file.
+        path: PathBuf,
+    },
+}
+
+/// `[storage]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(tag = "backend", rename_all = "lowercase", deny_unknown_fields)]
+pub enum StorageSection {
+    /// The embedded SQLite database.
+    Sqlite {
+        /// Database file.
+        path: PathBuf,
+    },
+}
+
+/// `[log]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LogSection {
+    /// `text` or `json`.
+    #[serde(default)]
+    pub format: LogFormat,
+    /// A `tracing` filter such as `info` or `keyhold=debug`; `RUST_LOG` overrides it.
+    #[serde(default = "default_log_level")]
+    pub level: String,
+}
+
+impl Default for LogSection {
+    fn default() -> Self {
+        Self {
+            format: LogFormat::default(),
+            level: default_log_level(),
+        }
+    }
+}
+
+/// Log output format.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// Human-readable lines.
+    #[default]
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
+fn default_log_level() -> String {
+    "info".to_owned()
+}
+
+/// Validated settings with absolute paths.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// The data directory.
+    pub data_dir: PathBuf,
+    /// XKS listen address.
+    pub listen: SocketAddr,
+    /// Node id.
+    pub node_id: String,
+    /// Accepted SigV4 regions; empty accepts any.
+    pub allowed_regions: Vec<String>,
+    /// Server certificate chain.
+    pub tls_certificate: PathBuf,
+    /// Server private key.
+    pub tls_private_key: PathBuf,
+    /// Mutual TLS: CA file and accepted names.
+    pub client_auth: Option<(PathBuf, Vec<String>)>,
+    /// Root-key file.
+    pub root_key_path: PathBuf,
+    /// SQLite database.
+    pub database_path: PathBuf,
+    /// Log settings.
+    pub log: LogSection,
+}
+
+/// Failure to read or validate the configuration.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error(
+        "cannot read {path}: {source}; run `keyhold init --data-dir {dir}` to create a data directory",
+        dir = .path.parent().map(Path::display).map(|d| d.to_string()).unwrap_or_default()
+    )]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// The cause.
+        source: std::io::Error,
+    },
+    /// The file is not valid TOML for this schema.
+    #[error("invalid {path}: {message}")]
+    Parse {
+        /// The file.
+        path: PathBuf,
+        /// The parser's message, with line and column.
+        message: String,
+    },
+    /// A value breaks a rule.
+    #[error("invalid {path}: {message}")]
+    Invalid {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong and how to fix it.
+        message: String,
+    },
+}
+
+impl Settings {
+    /// Reads `keyhold.toml` from the data directory and validates it.
+    ///
+    /// # Errors
+    ///
+    /// Returns [`ConfigError`] naming the file and the problem.
+    pub fn load(data_dir: &Path) -> Result<Self, ConfigError> {
+        let path = data_dir.join(CONFIG_FILE_NAME);
+        let text = std::fs::read_to_string(&path).map_err(|source| ConfigError::Read {
+            path: path.clone(),
+            source,
+        })?;
+        let file: ConfigFile = toml::from_str(&text).map_err(|error| ConfigError::Parse {
+            path: path.clone(),
+            message: error.to_string(),
+        })?;
+        Self::from_file(data_dir, file).map_err(|message| ConfigError::Invalid { path, message })
+    }
+
+    fn from_file(data_dir: &Path, file: ConfigFile) -> Result<Self, String> {
+        let resolve = |relative: &Path| data_dir.join(relative);
+        let listen = match file.server.listen {
+            Some(listen) => listen,
+            None => DEFAULT_LISTEN
+                .parse()
+                .map_err(|_| "bad default listen address".to_owned())?,
+        };
+        let client_auth = match file.tls.client_auth {
+            Some(auth) if auth.allowed_subjects.is_empty() => {
+                return Err(
+                    "tls.client_auth.allowed_subjects must name at least one client, \
+                     such as \"cks.kms.us-east-1.amazonaws.com\""
+                        .to_owned(),
+                );
+            }
+            Some(auth) => Some((resolve(&auth.ca), auth.allowed_subjects)),
+            None => None,
+        };
+        let RootOfTrustSection::File { path: root_key } = file.root_of_trust;
+        let StorageSection::Sqlite { path: database } = file.storage;
+        Ok(Self {
+            data_dir: data_dir.to_owned(),
+            listen,
+            node_id: file.server.node_id.unwrap_or_else(host_name),
+            allowed_regions: file.server.allowed_regions,
+            tls_certificate: resolve(&file.tls.certificate),
+            tls_private_key: resolve(&file.tls.private_key),
+            client_auth,
+            root_key_path: resolve(&root_key),
+            database_path: resolve(&database),
+            log: file.log,
+        })
+    }
+}
+
+/// The host name from the kernel, or `keyhold` when it cannot be read.
+fn host_name() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|name| name.trim().to_owned())
+        .ok()
+        .filter(|name| !name.is_empty())
+        .unwrap_or_else(|| "keyhold".to_owned())
+}
+
+/// The commented configuration file `keyhold init` writes.
+pub const TEMPLATE: &str = r#"# Keyhold configuration. Relative paths are resolved against this file's directory.
+
+[server]
+# Address of the XKS listener (HTTPS). AWS KMS reaches it on port 443 through your endpoint.
+listen = "127.0.0.1:8443"
+# Id of this node in XKS health reports. Defaults to the host name.
+# node_id = "keyhold-1"
+# SigV4 regions accepted in the credential scope. Empty accepts any region.
+allowed_regions = []
+
+[tls]
+# Server certificate chain (PEM, leaf first) and private key. `keyhold init` made a certificate
+# for localhost and 127.0.0.1 signed by tls/ca.pem; replace both with a certificate for your
+# public XKS endpoint name from a CA that AWS KMS trusts.
+certificate = "tls/server.pem"
+private_key = "tls/server.key"
+
+# Mutual TLS. AWS KMS presents a client certificate for cks.kms.<region>.amazonaws.com.
+# Clients without a certificate from this CA and one of these names fail the handshake.
+# [tls.client_auth]
+# ca = "tls/kms-client-ca.pem"
+# allowed_subjects = ["cks.kms.us-east-1.amazonaws.com"]
+
+[root_of_trust]
+# The root key that wraps all key material and SigV4 secrets at rest.
+provider = "file"
+path = "root.key"
+
+[storage]
+backend = "sqlite"
+path = "keyhold.db"
+
+[log]
+# "text" or "json". The level is a tracing filter; RUST_LOG overrides it.
+format = "text"
+level = "info"
+"#;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn template_parses_to_defaults() {
+        let file: ConfigFile = toml::from_str(TEMPLATE).expect("template parses");
+        let settings = Settings::from_file(Path::new("/data"), file).expect("valid");
+        assert_eq!(settings.listen.to_string(), DEFAULT_LISTEN);
+        assert_eq!(settings.root_key_path, Path::new("/data/root.key"));
+        assert_eq!(settings.database_path, Path::new("/data/keyhold.db"));
+        assert!(settings.client_auth.is_none());
+    }
+
+    #[test]
+    fn unknown_key_is_rejected() {
+        let text = TEMPLATE.replace("[log]", "[log]\nlevle = \"debug\"");
+        let error = toml::from_str::<ConfigFile>(&text).expect_err("typo must fail");
+        assert!(error.to_string().contains("levle"), "{error}");
+    }
+
+    #[test]
+    fn client_auth_needs_subjects() {
+        let text = TEMPLATE.replace(
+            "# [tls.client_auth]\n# ca = \"tls/kms-client-ca.pem\"\n# allowed_subjects = [\"cks.kms.us-east-1.amazonaws.com\"]",
+            "[tls.client_auth]\nca = \"ca.pem\"\nallowed_subjects = []",
+        );
+        let file: ConfigFile = toml::from_str(&text).expect("parses");
+        assert!(Settings::from_file(Path::new("/data"), file).is_err());
+    }
+}

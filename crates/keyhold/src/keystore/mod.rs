@@ -1,0 +1,358 @@
+//! Metadata and encryption at rest: the SQLite store, the root of trust, the in-memory snapshot,
+//! and [`KeyStore`], which creates objects with freshly generated, wrapped secrets.
+//!
+//! The XKS wire format is not known here; the data path reads a [`snapshot::Snapshot`].
+
+pub mod model;
+pub mod root;
+pub mod snapshot;
+pub mod store;
+
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use base64::Engine as _;
+use base64::engine::general_purpose::STANDARD;
+use zeroize::Zeroizing;
+
+use crate::auth::Sigv4Secret;
+use crate::crypto;
+use model::{
+    CredentialInfo, Domain, DomainStatus, KeyInfo, KeyStatus, KeyUsage, Protection, WrappedVersion,
+};
+use root::{RootError, RootOfTrust, WrapContext};
+use snapshot::{HEALTH_KEY_NAME, Snapshot};
+use store::{Store, StoreError};
+
+/// Length of generated access key ids; the XKS API allows 20 to 30 characters of `[A-Z2-7]`.
+const ACCESS_KEY_ID_LEN: usize = 24;
+
+/// Prefix of generated access key ids, so secret scanners and people can recognize them.
+const ACCESS_KEY_ID_PREFIX: &str = "KH";
+
+/// Failure of a key store operation.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The store failed or rejected the change.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// The root of trust failed.
+    #[error(transparent)]
+    Root(#[from] RootError),
+    /// An argument breaks a rule.
+    #[error("{0}")]
+    Invalid(String),
+}
+
+/// The store together with the root of trust that wraps its secrets.
+pub struct KeyStore {
+    store: Store,
+    root: Box<dyn RootOfTrust>,
+}
+
+impl KeyStore {
+    /// Combines an open store with a root of trust.
+    pub fn new(store: Store, root: Box<dyn RootOfTrust>) -> Self {
+        Self { store, root }
+    }
+
+    /// Read access to the store.
+    pub fn store(&self) -> &Store {
+        &self.store
+    }
+
+    /// Write access to the store, for changes that need no secret.
+    pub fn store_mut(&mut self) -> &mut Store {
+        &mut self.store
+    }
+
+    /// The root of trust.
+    pub fn root(&self) -> &dyn RootOfTrust {
+        self.root.as_ref()
+    }
+
+    /// Creates a domain; the URI path prefix defaults to `/domains/<id>`.
+    ///
+    /// # Errors
+    ///
+    /// Returns [`Error::Invalid`] for a bad id or prefix and [`Error::Store`] when either is taken.
+    pub fn create_domain(
+        &mut self,
+        id: &str,
+        display_name: Option<&str>,
+        uri_prefix: Option<&str>,
+    ) -> Result<Domain, Error> {
+        model::validate_domain_id(id).map_err(Error::Invalid)?;
+        let uri_prefix = uri_prefix.map_or_else(|| format!("/domains/{id}"), str::to_owned);
+        model::validate_uri_prefix(&uri_prefix).map_err(Error::Invalid)?;
+        let domain = Domain {
+            id: id.to_owned(),
+            display_name: display_name.unwrap_or(id).to_owned(),
+            uri_prefix,
+            status: DomainStatus::Enabled,
+            created_at: unix_now(),
+        };
+        self.store.create_domain(&domain)?;
+        Ok(domain)
+    }
+
+    /// Creates a SigV4 credential for a domain and returns it with its secret, which is shown
+    /// once and then exists only wrapped.
+    ///
+    /// # Errors
+    ///
+    /// Returns [`Error::Store`] when the domain is missing or has two active credentials.
+    pub fn create_credential(
+        &mut self,
+        domain_id: &str,
+    ) -> Result<(CredentialInfo, Sigv4Secret), Error> {
+        let mut secret_bytes = Zeroizing::new([0u8; 32]);
+        crypto::fill_random(secret_bytes.as_mut()).map_err(RootError::from)?;
+        let secret = Sigv4Secret::new(STANDARD.encode(secret_bytes.as_ref()));
+
+        let credential = CredentialInfo {
+            access_key_id: generate_access_key_id()?,
+            domain_id: domain_id.to_owned(),
+            created_at: unix_now(),
+            revoked_at: None,
+        };
+        let context = WrapContext::Credential {
+            domain_id,
+            access_key_id: &credential.access_key_id,
+        };
+        let wrapped = self.root.wrap(context, secret.expose().as_bytes())?;
+        self.store.add_credential(&credential, &wrapped)?;
+        Ok((credential, secret))
+    }
+
+    /// Creates a software-protected key with fresh material as version 1.
+    ///
+    /// # Errors
+    ///
+    /// Returns [`Error::Invalid`] for a bad key id and [`Error::Store`] when it is taken.
+    pub fn create_key(
+        &mut self,
+        domain_id: &str,
+        key_id: Option<&str>,
+        name: Option<&str>,
+        description: &str,
+        usage: KeyUsage,
+    ) -> Result<KeyInfo, Error> {
+        let key_id = match key_id {
+            Some(id) => id.to_owned(),
+            None => generate_key_id()?,
+        };
+        model::validate_key_id(&key_id).map_err(Error::Invalid)?;
+        let now = unix_now();
+        let key = KeyInfo {
+            domain_id: domain_id.to_owned(),
+            key_id: key_id.clone(),
+            name: name.unwrap_or(&key_id).to_owned(),
+            description: description.to_owned(),
+            usage,
+            status: KeyStatus::Enabled,
+            protection: Protection::Software,
+            primary_version: 1,
+            created_at: now,
+        };
+        let material = crypto::generate_key().map_err(RootError::from)?;
+        let context = WrapContext::KeyVersion {
+            domain_id,
+            key_id: &key_id,
+            version: 1,
+        };
+        let first = WrappedVersion {
+            version: 1,
+            wrapped: self.root.wrap(context, material.as_ref())?,
+            created_at: now,
+        };
+        self.store.create_key(&key, &first)?;
+        Ok(key)
+    }
+
+    /// Creates the health-check key unless it exists; returns whether it was created.
+    ///
+    /// # Errors
+    ///
+    /// Returns [`Error`] when the store or the root of trust fails.
+    pub fn ensure_health_key(&mut self) -> Result<bool, Error> {
+        let material = crypto::generate_key().map_err(RootError::from)?;
+        let context = WrapContext::SystemKey {
+            name: HEALTH_KEY_NAME,
+        };
+        let wrapped = self.root.wrap(context, material.as_ref())?;
+        Ok(self
+            .store
+            .insert_system_key(HEALTH_KEY_NAME, &wrapped, unix_now())?)
+    }
+
+    /// Reads the store and builds a snapshot.
+    ///
+    /// # Errors
+    ///
+    /// Returns [`Error::Store`] when the store cannot be read.
+    pub fn load_snapshot(&mut self) -> Result<Snapshot, Error> {
+        let dataset = self.store.load()?;
+        Ok(Snapshot::build(dataset, self.root.as_ref()))
+    }
+}
+
+/// Current time as Unix seconds.
+pub fn unix_now() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |elapsed| {
+            i64::try_from(elapsed.as_secs()).unwrap_or(i64::MAX)
+        })
+}
+
+/// Formats Unix seconds as an RFC 3339 UTC time, or the number itself if out of range.
+pub fn format_time(unix_secs: i64) -> String {
+    time::OffsetDateTime::from_unix_timestamp(unix_secs)
+        .ok()
+        .and_then(|moment| {
+            moment
+                .format(&time::format_description::well_known::Rfc3339)
+                .ok()
+        })
+        .unwrap_or_else(|| unix_secs.to_string())
+}
+
+fn generate_access_key_id() -> Result<String, Error> {
+    const BASE32: &[u8; 32] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZ234567";
+    let mut random = [0u8; ACCESS_KEY_ID_LEN];
+    crypto::fill_random(&mut random).map_err(RootError::from)?;
+    let mut id = String::with_capacity(ACCESS_KEY_ID_LEN);
+    id.push_str(ACCESS_KEY_ID_PREFIX);
+    // 256 is a multiple of 32, so taking each byte modulo 32 keeps the characters uniform.
+    id.extend(
+        random[ACCESS_KEY_ID_PREFIX.len()..]
+            .iter()
+            .map(|byte| char::from(BASE32[usize::from(byte % 32)])),
+    );
+    Ok(id)
+}
+
+/// Generates a random UUID (version 4) to serve as an external key id.
+fn generate_key_id() -> Result<String, Error> {
+    let mut bytes = [0u8; 16];
+    crypto::fill_random(&mut bytes).map_err(RootError::from)?;
+    bytes[6] = (bytes[6] & 0x0f) | 0x40;
+    bytes[8] = (bytes[8] & 0x3f) | 0x80;
+    let hex = hex::encode(bytes);
+    Ok(format!(
+        "{}-{}-{}-{}-{}",
+        &hex[0..8],
+        &hex[8..12],
+        &hex[12..16],
+        &hex[16..20],
+        &hex[20..32]
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn open_key_store(dir: &std::path::Path) -> KeyStore {
+        let store = Store::open(&dir.join("keyhold.db")).expect("open store");
+        let root = root::FileRootKey::create(&dir.join("root.key")).expect("root key");
+        KeyStore::new(store, Box::new(root))
+    }
+
+    #[test]
+    fn access_key_ids_follow_xks_format() {
+        let id = generate_access_key_id().expect("random");
+        assert_eq!(id.len(), ACCESS_KEY_ID_LEN);
+        assert!(
+            id.bytes()
+                .all(|b| b.is_ascii_uppercase() || (b'2'..=b'7').contains(&b))
+        );
+    }
+
+    #[test]
+    fn credentials_limited_to_two_active() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let mut keys = open_key_store(dir.path());
+        keys.create_domain("acme", None, None).expect("domain");
+        let (first, secret) = keys.create_credential("acme").expect("first");
+        assert!((43..=64).contains(&secret.expose().len()));
+        keys.create_credential("acme").expect("second");
+        let third = keys.create_credential("acme").expect_err("third must fail");
+        assert!(
+            third.to_string().contains("2 active credentials"),
+            "{third}"
+        );
+        keys.store_mut()
+            .revoke_credential("acme", &first.access_key_id, unix_now())
+            .expect("revoke");
+        keys.create_credential("acme").expect("room after revoke");
+    }
+
+    #[test]
+    fn changes_increment_revision_and_reach_snapshot() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let mut keys = open_key_store(dir.path());
+        let start = keys.store().revision().expect("revision");
+        keys.ensure_health_key().expect("health key");
+        assert!(
+            !keys.ensure_health_key().expect("second call"),
+            "health key created twice"
+        );
+        keys.create_domain("acme", None, Some("/tenant/acme"))
+            .expect("domain");
+        let key = keys
+            .create_key("acme", Some("k1"), None, "", KeyUsage::ENCRYPT_DECRYPT)
+            .expect("key");
+        assert!(keys.store().revision().expect("revision") > start);
+
+        let snapshot = keys.load_snapshot().expect("snapshot");
+        assert!(snapshot.problems.is_empty(), "{:?}", snapshot.problems);
+        assert!(snapshot.health_key.is_some());
+        let domain = snapshot
+            .domain_by_prefix("/tenant/acme")
+            .expect("domain by prefix");
+        let view = domain.key(&key.key_id).expect("key in snapshot");
+        assert!(matches!(view.version(1), snapshot::VersionLookup::Ready(_)));
+        assert!(matches!(view.version(2), snapshot::VersionLookup::Missing));
+    }
+
+    #[test]
+    fn duplicate_ids_and_prefixes_rejected() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let mut keys = open_key_store(dir.path());
+        keys.create_domain("acme", None, None).expect("domain");
+        assert!(keys.create_domain("acme", None, Some("/other")).is_err());
+        let taken = keys
+            .create_domain("beta", None, Some("/domains/acme"))
+            .expect_err("taken");
+        assert!(
+            taken.to_string().contains("used by domain \"acme\""),
+            "{taken}"
+        );
+        keys.create_key("acme", Some("k1"), None, "", KeyUsage::ENCRYPT_DECRYPT)
+            .expect("key");
+        assert!(
+            keys.create_key("acme", Some("k1"), None, "", KeyUsage::ENCRYPT_DECRYPT)
+                .is_err()
+        );
+        assert!(
+            keys.create_key("nope", Some("k1"), None, "", KeyUsage::ENCRYPT_DECRYPT)
+                .is_err()
+        );
+    }
+
+    #[test]
+    fn database_holds_no_clear_secret() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let mut keys = open_key_store(dir.path());
+        keys.create_domain("acme", None, None).expect("domain");
+        let (_, secret) = keys.create_credential("acme").expect("credential");
+        drop(keys);
+        let mut bytes = std::fs::read(dir.path().join("keyhold.db")).expect("read db");
+        if let Ok(wal) = std::fs::read(dir.path().join("keyhold.db-wal")) {
+            bytes.extend(wal);
+        }
+        let needle = secret.expose().as_bytes();
+        assert!(!bytes.windows(needle.len()).any(|window| window == needle));
+    }
+}

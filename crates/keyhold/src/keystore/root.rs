@@ -1,0 +1,314 @@
+//! The root of trust: wraps and unwraps key material and SigV4 secrets for storage.
+//!
+//! Wrapped values are `0x01 || IV (12 bytes) || ciphertext || tag (16 bytes)`, AES-256-GCM under
+//! the root key. The AAD binds the value to its place (domain, key id and version, or domain and
+//! access key id), so a wrapped value copied onto another row fails to unwrap.
+
+use std::fs;
+use std::io::Write as _;
+use std::os::unix::fs::{OpenOptionsExt as _, PermissionsExt as _};
+use std::path::{Path, PathBuf};
+
+use zeroize::Zeroizing;
+
+use crate::crypto::{self, DataKey, IV_LEN, KEY_LEN, TAG_LEN};
+
+/// Format byte of wrapped values.
+const WRAP_FORMAT_V1: u8 = 1;
+
+/// Domain-separation label at the start of every wrapping AAD.
+const WRAP_LABEL: &[u8] = b"keyhold/wrap/v1";
+
+/// What a wrapped value is, bound into its AAD.
+#[derive(Debug, Clone, Copy)]
+pub enum WrapContext<'a> {
+    /// Material of one key version.
+    KeyVersion {
+        /// Domain id.
+        domain_id: &'a str,
+        /// External key id.
+        key_id: &'a str,
+        /// Version number.
+        version: u32,
+    },
+    /// A SigV4 secret access key.
+    Credential {
+        /// Domain id.
+        domain_id: &'a str,
+        /// Access key id.
+        access_key_id: &'a str,
+    },
+    /// A key Keyhold uses itself, such as the health-check key.
+    SystemKey {
+        /// Name of the system key.
+        name: &'a str,
+    },
+}
+
+impl WrapContext<'_> {
+    /// Encodes the context as length-prefixed fields after a label and a kind byte.
+    fn to_aad(self) -> Vec<u8> {
+        let mut aad = Vec::with_capacity(64);
+        aad.extend_from_slice(WRAP_LABEL);
+        let push_field = |aad: &mut Vec<u8>, field: &str| {
+            // Ids are at most 128 bytes, so the length always fits.
+            aad.extend_from_slice(&u16::try_from(field.len()).unwrap_or(u16::MAX).to_be_bytes());
+            aad.extend_from_slice(field.as_bytes());
+        };
+        match self {
+            WrapContext::KeyVersion {
+                domain_id,
+                key_id,
+                version,
+            } => {
+                aad.push(1);
+                push_field(&mut aad, domain_id);
+                push_field(&mut aad, key_id);
+                aad.extend_from_slice(&version.to_be_bytes());
+            }
+            WrapContext::Credential {
+                domain_id,
+                access_key_id,
+            } => {
+                aad.push(2);
+                push_field(&mut aad, domain_id);
+                push_field(&mut aad, access_key_id);
+            }
+            WrapContext::SystemKey { name } => {
+                aad.push(3);
+                push_field(&mut aad, name);
+            }
+        }
+        aad
+    }
+}
+
+/// Failure of the root of trust.
+#[derive(Debug, thiserror::Error)]
+pub enum RootError {
+    /// The root-key file could not be read or written.
+    #[error("root-key file {path}: {source}")]
+    Io {
+        /// The file.
+        path: PathBuf,
+        /// The cause.
+        source: std::io::Error,
+    },
+    /// The root-key file is not 32 bytes long.
+    #[error("root-key file {path} must contain exactly 32 bytes, found {len}")]
+    BadLength {
+        /// The file.
+        path: PathBuf,
+        /// Bytes found.
+        len: usize,
+    },
+    /// The root-key file is readable or writable by other users.
+    #[error(
+        "root-key file {path} has mode {mode:o}, so other users can access it; run `chmod 600 {path}`"
+    )]
+    TooOpen {
+        /// The file.
+        path: PathBuf,
+        /// The file's permission bits.
+        mode: u32,
+    },
+    /// A wrapped value did not unwrap: it is corrupt, was moved to another row, or was made
+    /// under another root key.
+    #[error("wrapped value did not unwrap under the root key")]
+    Unwrap,
+    /// A cryptographic primitive failed.
+    #[error("root-key cryptography failed: {0}")]
+    Crypto(#[from] crypto::CryptoError),
+}
+
+/// A root of trust that wraps secrets for storage.
+pub trait RootOfTrust: Send + Sync {
+    /// Wraps `secret` for the place described by `context`.
+    ///
+    /// # Errors
+    ///
+    /// Returns a [`RootError`] when the provider fails.
+    fn wrap(&self, context: WrapContext<'_>, secret: &[u8]) -> Result<Vec<u8>, RootError>;
+
+    /// Unwraps a value made by [`RootOfTrust::wrap`] with the same context.
+    ///
+    /// # Errors
+    ///
+    /// Returns [`RootError::Unwrap`] when the value or context does not match.
+    fn unwrap(
+        &self,
+        context: WrapContext<'_>,
+        wrapped: &[u8],
+    ) -> Result<Zeroizing<Vec<u8>>, RootError>;
+
+    /// A short description for logs and health, such as `root-key file /path`.
+    fn describe(&self) -> String;
+}
+
+/// A root key kept in a file of 32 random bytes, readable by its owner only.
+pub struct FileRootKey {
+    key: DataKey,
+    path: PathBuf,
+}
+
+impl std::fmt::Debug for FileRootKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("FileRootKey")
+            .field("path", &self.path)
+            .finish_non_exhaustive()
+    }
+}
+
+impl FileRootKey {
+    /// Creates a new root-key file with mode 0600. Fails if the file exists.
+    ///
+    /// # Errors
+    ///
+    /// Returns [`RootError::Io`] when the file exists or cannot be written.
+    pub fn create(path: &Path) -> Result<Self, RootError> {
+        let material = crypto::generate_key()?;
+        let io_error = |source| RootError::Io {
+            path: path.to_owned(),
+            source,
+        };
+        let mut file = fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(path)
+            .map_err(io_error)?;
+        file.write_all(material.as_ref()).map_err(io_error)?;
+        file.sync_all().map_err(io_error)?;
+        Ok(Self {
+            key: DataKey::new(material.as_ref())?,
+            path: path.to_owned(),
+        })
+    }
+
+    /// Loads a root-key file, rejecting one that other users can access.
+    ///
+    /// # Errors
+    ///
+    /// Returns [`RootError::TooOpen`], [`RootError::BadLength`] or [`RootError::Io`].
+    pub fn load(path: &Path) -> Result<Self, RootError> {
+        let io_error = |source| RootError::Io {
+            path: path.to_owned(),
+            source,
+        };
+        let mode = fs::metadata(path).map_err(io_error)?.permissions().mode();
+        if mode & 0o077 != 0 {
+            return Err(RootError::TooOpen {
+                path: path.to_owned(),
+                mode: mode & 0o777,
+            });
+        }
+        let material = Zeroizing::new(fs::read(path).map_err(io_error)?);
+        if material.len() != KEY_LEN {
+            return Err(RootError::BadLength {
+                path: path.to_owned(),
+                len: material.len(),
+            });
+        }
+        Ok(Self {
+            key: DataKey::new(&material)?,
+            path: path.to_owned(),
+        })
+    }
+}
+
+impl RootOfTrust for FileRootKey {
+    fn wrap(&self, context: WrapContext<'_>, secret: &[u8]) -> Result<Vec<u8>, RootError> {
+        let sealed = self.key.seal(secret, &context.to_aad())?;
+        let mut wrapped = Vec::with_capacity(1 + IV_LEN + secret.len() + TAG_LEN);
+        wrapped.push(WRAP_FORMAT_V1);
+        wrapped.extend_from_slice(&sealed.iv);
+        wrapped.extend_from_slice(&sealed.ciphertext);
+        wrapped.extend_from_slice(&sealed.tag);
+        Ok(wrapped)
+    }
+
+    fn unwrap(
+        &self,
+        context: WrapContext<'_>,
+        wrapped: &[u8],
+    ) -> Result<Zeroizing<Vec<u8>>, RootError> {
+        if wrapped.len() < 1 + IV_LEN + TAG_LEN || wrapped[0] != WRAP_FORMAT_V1 {
+            return Err(RootError::Unwrap);
+        }
+        let (iv, rest) = wrapped[1..].split_at(IV_LEN);
+        let (ciphertext, tag) = rest.split_at(rest.len() - TAG_LEN);
+        self.key
+            .open(iv, ciphertext, tag, &context.to_aad())
+            .map_err(|_| RootError::Unwrap)
+    }
+
+    fn describe(&self) -> String {
+        format!("root-key file {}", self.path.display())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn version_context(version: u32) -> WrapContext<'static> {
+        WrapContext::KeyVersion {
+            domain_id: "acme",
+            key_id: "k1",
+            version,
+        }
+    }
+
+    #[test]
+    fn wrapped_value_is_bound_to_its_place() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let root = FileRootKey::create(&dir.path().join("root.key")).expect("create");
+        let wrapped = root.wrap(version_context(1), b"material").expect("wrap");
+        assert_eq!(
+            root.unwrap(version_context(1), &wrapped)
+                .expect("unwrap")
+                .as_slice(),
+            b"material"
+        );
+        assert!(matches!(
+            root.unwrap(version_context(2), &wrapped),
+            Err(RootError::Unwrap)
+        ));
+        let other_key = WrapContext::KeyVersion {
+            domain_id: "acme",
+            key_id: "k2",
+            version: 1,
+        };
+        assert!(matches!(
+            root.unwrap(other_key, &wrapped),
+            Err(RootError::Unwrap)
+        ));
+        assert!(!wrapped.windows(8).any(|window| window == b"material"));
+    }
+
+    #[test]
+    fn root_key_file_is_private_and_reloads() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let path = dir.path().join("root.key");
+        let created = FileRootKey::create(&path).expect("create");
+        let mode = fs::metadata(&path).expect("stat").permissions().mode();
+        assert_eq!(mode & 0o777, 0o600);
+        let wrapped = created.wrap(version_context(1), b"x").expect("wrap");
+        let loaded = FileRootKey::load(&path).expect("load");
+        assert!(loaded.unwrap(version_context(1), &wrapped).is_ok());
+        assert!(
+            FileRootKey::create(&path).is_err(),
+            "create must not overwrite"
+        );
+    }
+
+    #[test]
+    fn load_rejects_group_readable_file() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let path = dir.path().join("root.key");
+        FileRootKey::create(&path).expect("create");
+        fs::set_permissions(&path, fs::Permissions::from_mode(0o640)).expect("chmod");
+        let error = FileRootKey::load(&path).expect_err("must reject");
+        assert!(error.to_string().contains("chmod 600"), "{error}");
+    }
+}

@@ -1,0 +1,189 @@
+//! The in-memory snapshot the XKS data path reads: domains by URI path prefix, their active
+//! credentials and their keys with unwrapped material.
+//!
+//! A snapshot is immutable. The server builds a new one when the store's revision changes and
+//! swaps it in atomically, so a request sees one consistent view and never touches the database.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+
+use crate::auth::Sigv4Secret;
+use crate::crypto::DataKey;
+
+use super::model::{Domain, KeyInfo};
+use super::root::{RootOfTrust, WrapContext};
+use super::store::Dataset;
+
+/// Name of the system key used by the deep health check.
+pub const HEALTH_KEY_NAME: &str = "xks-health";
+
+/// A consistent view of everything the XKS data path needs.
+#[derive(Debug, Default)]
+pub struct Snapshot {
+    /// Store revision the snapshot was built from.
+    pub revision: i64,
+    domains_by_prefix: HashMap<String, Arc<DomainView>>,
+    /// Key for the deep health check; `None` when missing or not unwrappable.
+    pub health_key: Option<DataKey>,
+    /// Rows that could not be used, for the operator; never contains secrets.
+    pub problems: Vec<String>,
+}
+
+/// One domain with its credentials and keys.
+#[derive(Debug)]
+pub struct DomainView {
+    /// The domain's attributes.
+    pub domain: Domain,
+    credentials: HashMap<String, Sigv4Secret>,
+    keys: HashMap<String, KeyView>,
+}
+
+/// One key with the material of its versions.
+#[derive(Debug)]
+pub struct KeyView {
+    /// The key's attributes.
+    pub info: KeyInfo,
+    versions: BTreeMap<u32, Option<DataKey>>,
+}
+
+/// Result of looking up a key version.
+#[derive(Debug)]
+pub enum VersionLookup<'a> {
+    /// Usable material.
+    Ready(&'a DataKey),
+    /// The version exists but its material did not unwrap; the snapshot's problems say why.
+    Unavailable,
+    /// No such version.
+    Missing,
+}
+
+impl Snapshot {
+    /// Builds a snapshot, unwrapping every secret with `root`.
+    ///
+    /// A row that fails to unwrap does not stop the build: the version or credential becomes
+    /// unusable and a line naming it is added to `problems`.
+    pub fn build(dataset: Dataset, root: &dyn RootOfTrust) -> Self {
+        let mut problems = Vec::new();
+        let mut domains: HashMap<String, DomainView> = dataset
+            .domains
+            .into_iter()
+            .map(|domain| {
+                let view = DomainView {
+                    domain,
+                    credentials: HashMap::new(),
+                    keys: HashMap::new(),
+                };
+                (view.domain.id.clone(), view)
+            })
+            .collect();
+
+        for (credential, wrapped) in dataset.credentials {
+            let context = WrapContext::Credential {
+                domain_id: &credential.domain_id,
+                access_key_id: &credential.access_key_id,
+            };
+            let secret = root
+                .unwrap(context, &wrapped)
+                .ok()
+                .and_then(|bytes| String::from_utf8(bytes.to_vec()).ok());
+            match (domains.get_mut(&credential.domain_id), secret) {
+                (Some(view), Some(secret)) => {
+                    view.credentials
+                        .insert(credential.access_key_id, Sigv4Secret::new(secret));
+                }
+                _ => problems.push(format!(
+                    "credential {} of domain {} did not unwrap under the root key",
+                    credential.access_key_id, credential.domain_id
+                )),
+            }
+        }
+
+        for (info, versions) in dataset.keys {
+            let mut unwrapped = BTreeMap::new();
+            for version in versions {
+                let context = WrapContext::KeyVersion {
+                    domain_id: &info.domain_id,
+                    key_id: &info.key_id,
+                    version: version.version,
+                };
+                let key = root
+                    .unwrap(context, &version.wrapped)
+                    .ok()
+                    .and_then(|material| DataKey::new(&material).ok());
+                if key.is_none() {
+                    problems.push(format!(
+                        "version {} of key {} in domain {} did not unwrap under the root key",
+                        version.version, info.key_id, info.domain_id
+                    ));
+                }
+                unwrapped.insert(version.version, key);
+            }
+            if let Some(view) = domains.get_mut(&info.domain_id) {
+                view.keys.insert(
+                    info.key_id.clone(),
+                    KeyView {
+                        info,
+                        versions: unwrapped,
+                    },
+                );
+            }
+        }
+
+        let health_key = dataset
+            .system_keys
+            .iter()
+            .find(|(name, _)| name == HEALTH_KEY_NAME)
+            .and_then(|(name, wrapped)| {
+                let material = root.unwrap(WrapContext::SystemKey { name }, wrapped).ok()?;
+                DataKey::new(&material).ok()
+            });
+        if health_key.is_none() {
+            problems.push(format!(
+                "system key {HEALTH_KEY_NAME} is missing or did not unwrap"
+            ));
+        }
+
+        Self {
+            revision: dataset.revision,
+            domains_by_prefix: domains
+                .into_values()
+                .map(|view| (view.domain.uri_prefix.clone(), Arc::new(view)))
+                .collect(),
+            health_key,
+            problems,
+        }
+    }
+
+    /// Finds the domain serving a URI path prefix.
+    pub fn domain_by_prefix(&self, prefix: &str) -> Option<&Arc<DomainView>> {
+        self.domains_by_prefix.get(prefix)
+    }
+
+    /// Number of domains.
+    pub fn domain_count(&self) -> usize {
+        self.domains_by_prefix.len()
+    }
+}
+
+impl DomainView {
+    /// The secret of an active credential of this domain.
+    pub fn credential(&self, access_key_id: &str) -> Option<&Sigv4Secret> {
+        self.credentials.get(access_key_id)
+    }
+
+    /// A key of this domain.
+    pub fn key(&self, key_id: &str) -> Option<&KeyView> {
+        self.keys.get(key_id)
+    }
+}
+
+impl KeyView {
+    /// The material of a version.
+    pub fn version(&self, version: u32) -> VersionLookup<'_> {
+        match self.versions.get(&version) {
+            Some(Some(key)) => VersionLookup::Ready(key),
+            Some(None) => VersionLookup::Unavailable,
+            None => VersionLookup::Missing,
+        }
+    }
+}

@@ -1,0 +1,648 @@
+//! The SQLite store: the durable source of truth for domains, credentials and keys.
+//!
+//! Every change runs in one transaction that also increments `meta.revision`, so a running
+//! server polling that number notices changes made by the CLI. The database runs in WAL mode
+//! with `synchronous = FULL`, so a change is on disk before the command that made it returns.
+//! Secrets arrive here already wrapped; this module never sees them in clear.
+
+use std::path::Path;
+use std::time::Duration;
+
+use rusqlite::{Connection, OptionalExtension as _, TransactionBehavior, params};
+
+use super::model::{
+    CredentialInfo, Domain, DomainStatus, KeyInfo, KeyStatus, KeyUsage, MAX_ACTIVE_CREDENTIALS,
+    Protection, WrappedVersion,
+};
+
+/// Schema version this build writes and reads.
+const SCHEMA_VERSION: i64 = 1;
+
+const SCHEMA_V1: &str = "
+CREATE TABLE meta (
+    id INTEGER PRIMARY KEY CHECK (id = 1),
+    schema_version INTEGER NOT NULL,
+    revision INTEGER NOT NULL
+);
+INSERT INTO meta (id, schema_version, revision) VALUES (1, 1, 0);
+CREATE TABLE domains (
+    id TEXT PRIMARY KEY,
+    display_name TEXT NOT NULL,
+    uri_prefix TEXT NOT NULL UNIQUE,
+    status TEXT NOT NULL CHECK (status IN ('ENABLED', 'DISABLED')),
+    created_at INTEGER NOT NULL
+);
+CREATE TABLE credentials (
+    access_key_id TEXT PRIMARY KEY,
+    domain_id TEXT NOT NULL REFERENCES domains (id),
+    wrapped_secret BLOB NOT NULL,
+    created_at INTEGER NOT NULL,
+    revoked_at INTEGER
+);
+CREATE INDEX credentials_by_domain ON credentials (domain_id);
+CREATE TABLE keys (
+    domain_id TEXT NOT NULL REFERENCES domains (id),
+    key_id TEXT NOT NULL,
+    name TEXT NOT NULL,
+    description TEXT NOT NULL,
+    usage_encrypt INTEGER NOT NULL,
+    usage_decrypt INTEGER NOT NULL,
+    status TEXT NOT NULL CHECK (status IN ('ENABLED', 'DISABLED')),
+    protection TEXT NOT NULL CHECK (protection IN ('software')),
+    primary_version INTEGER NOT NULL,
+    created_at INTEGER NOT NULL,
+    PRIMARY KEY (domain_id, key_id)
+);
+CREATE TABLE key_versions (
+    domain_id TEXT NOT NULL,
+    key_id TEXT NOT NULL,
+    version INTEGER NOT NULL,
+    wrapped_material BLOB NOT NULL,
+    created_at INTEGER NOT NULL,
+    PRIMARY KEY (domain_id, key_id, version),
+    FOREIGN KEY (domain_id, key_id) REFERENCES keys (domain_id, key_id)
+);
+CREATE TABLE system_keys (
+    name TEXT PRIMARY KEY,
+    wrapped_material BLOB NOT NULL,
+    created_at INTEGER NOT NULL
+);
+";
+
+/// Failure of the store.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// SQLite reported an error.
+    #[error("database error: {0}")]
+    Sqlite(#[from] rusqlite::Error),
+    /// The requested object does not exist.
+    #[error("{0} not found")]
+    NotFound(String),
+    /// An object with that id exists already, or its id was used before.
+    #[error("{0} already exists")]
+    AlreadyExists(String),
+    /// The change breaks a rule, such as the limit of two active credentials.
+    #[error("{0}")]
+    Rejected(String),
+    /// The database was written by a newer Keyhold.
+    #[error(
+        "database schema version {found} is newer than this Keyhold supports ({SCHEMA_VERSION}); upgrade Keyhold"
+    )]
+    SchemaTooNew {
+        /// Version found in the database.
+        found: i64,
+    },
+    /// A stored value cannot be read back.
+    #[error("corrupt row: {0}")]
+    Corrupt(String),
+}
+
+/// Everything a server needs to build its in-memory snapshot.
+#[derive(Debug, Default)]
+pub struct Dataset {
+    /// Revision the data was read at.
+    pub revision: i64,
+    /// All domains.
+    pub domains: Vec<Domain>,
+    /// Active credentials with their wrapped secrets.
+    pub credentials: Vec<(CredentialInfo, Vec<u8>)>,
+    /// All keys with their versions.
+    pub keys: Vec<(KeyInfo, Vec<WrappedVersion>)>,
+    /// System keys by name.
+    pub system_keys: Vec<(String, Vec<u8>)>,
+}
+
+/// A connection to the SQLite store.
+#[derive(Debug)]
+pub struct Store {
+    conn: Connection,
+}
+
+impl Store {
+    /// Opens the database at `path`, creating and migrating it when needed.
+    ///
+    /// # Errors
+    ///
+    /// Returns [`StoreError::Sqlite`] when the file cannot be opened or migrated, and
+    /// [`StoreError::SchemaTooNew`] when a newer Keyhold wrote it.
+    pub fn open(path: &Path) -> Result<Self, StoreError> {
+        let mut conn = Connection::open(path)?;
+        conn.busy_timeout(Duration::from_secs(5))?;
+        conn.pragma_update(None, "journal_mode", "WAL")?;
+        conn.pragma_update(None, "synchronous", "FULL")?;
+        conn.pragma_update(None, "foreign_keys", "ON")?;
+        migrate(&mut conn)?;
+        Ok(Self { conn })
+    }
+
+    /// The current revision, incremented by every change.
+    ///
+    /// # Errors
+    ///
+    /// Returns [`StoreError::Sqlite`] on a database failure.
+    pub fn revision(&self) -> Result<i64, StoreError> {
+        Ok(self
+            .conn
+            .query_row("SELECT revision FROM meta WHERE id = 1", [], |row| {
+                row.get(0)
+            })?)
+    }
+
+    /// Inserts a domain.
+    ///
+    /// # Errors
+    ///
+    /// Returns [`StoreError::AlreadyExists`] when the id or the URI path prefix is taken.
+    pub fn create_domain(&mut self, domain: &Domain) -> Result<(), StoreError> {
+        self.write(|tx| {
+            let id_taken: bool = tx.query_row(
+                "SELECT EXISTS (SELECT 1 FROM domains WHERE id = ?1)",
+                [&domain.id],
+                |row| row.get(0),
+            )?;
+            if id_taken {
+                return Err(StoreError::AlreadyExists(format!("domain {:?}", domain.id)));
+            }
+            let owner: Option<String> = tx
+                .query_row(
+                    "SELECT id FROM domains WHERE uri_prefix = ?1",
+                    [&domain.uri_prefix],
+                    |row| row.get(0),
+                )
+                .optional()?;
+            if let Some(owner) = owner {
+                return Err(StoreError::AlreadyExists(format!(
+                    "URI path prefix {:?} (used by domain {owner:?})",
+                    domain.uri_prefix
+                )));
+            }
+            tx.execute(
+                "INSERT INTO domains (id, display_name, uri_prefix, status, created_at)
+                 VALUES (?1, ?2, ?3, ?4, ?5)",
+                params![
+                    domain.id,
+                    domain.display_name,
+                    domain.uri_prefix,
+                    domain_status_text(domain.status),
+                    domain.created_at
+                ],
+            )?;
+            Ok(())
+        })
+    }
+
+    /// Lists all domains ordered by id.
+    ///
+    /// # Errors
+    ///
+    /// Returns [`StoreError`] on a database failure or a corrupt row.
+    pub fn domains(&self) -> Result<Vec<Domain>, StoreError> {
+        let mut statement = self.conn.prepare(
+            "SELECT id, display_name, uri_prefix, status, created_at FROM domains ORDER BY id",
+        )?;
+        let rows = statement.query_map([], domain_from_row)?;
+        rows.map(|row| row?).collect()
+    }
+
+    /// Reads one domain.
+    ///
+    /// # Errors
+    ///
+    /// Returns [`StoreError::NotFound`] when no domain has that id.
+    pub fn domain(&self, id: &str) -> Result<Domain, StoreError> {
+        self.conn
+            .query_row(
+                "SELECT id, display_name, uri_prefix, status, created_at FROM domains WHERE id = ?1",
+                [id],
+                domain_from_row,
+            )
+            .optional()?
+            .ok_or_else(|| StoreError::NotFound(format!("domain {id:?}")))?
+    }
+
+    /// Adds a credential, allowing at most two active credentials per domain.
+    ///
+    /// # Errors
+    ///
+    /// Returns [`StoreError::Rejected`] when the domain has two active credentials already.
+    pub fn add_credential(
+        &mut self,
+        credential: &CredentialInfo,
+        wrapped_secret: &[u8],
+    ) -> Result<(), StoreError> {
+        self.write(|tx| {
+            domain_exists(tx, &credential.domain_id)?;
+            let active: i64 = tx.query_row(
+                "SELECT COUNT(*) FROM credentials WHERE domain_id = ?1 AND revoked_at IS NULL",
+                [&credential.domain_id],
+                |row| row.get(0),
+            )?;
+            if active >= MAX_ACTIVE_CREDENTIALS as i64 {
+                return Err(StoreError::Rejected(format!(
+                    "domain {:?} already has {MAX_ACTIVE_CREDENTIALS} active credentials; revoke \
+                     one with `keyhold credential revoke` first",
+                    credential.domain_id
+                )));
+            }
+            tx.execute(
+                "INSERT INTO credentials (access_key_id, domain_id, wrapped_secret, created_at)
+                 VALUES (?1, ?2, ?3, ?4)",
+                params![
+                    credential.access_key_id,
+                    credential.domain_id,
+                    wrapped_secret,
+                    credential.created_at
+                ],
+            )?;
+            Ok(())
+        })
+    }
+
+    /// Lists a domain's credentials, active and revoked, oldest first.
+    ///
+    /// # Errors
+    ///
+    /// Returns [`StoreError::NotFound`] when the domain does not exist.
+    pub fn credentials(&self, domain_id: &str) -> Result<Vec<CredentialInfo>, StoreError> {
+        domain_exists(&self.conn, domain_id)?;
+        let mut statement = self.conn.prepare(
+            "SELECT access_key_id, domain_id, created_at, revoked_at FROM credentials
+             WHERE domain_id = ?1 ORDER BY created_at, access_key_id",
+        )?;
+        let rows = statement.query_map([domain_id], credential_from_row)?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    /// Revokes an active credential.
+    ///
+    /// # Errors
+    ///
+    /// Returns [`StoreError::NotFound`] when the domain has no active credential with that id.
+    pub fn revoke_credential(
+        &mut self,
+        domain_id: &str,
+        access_key_id: &str,
+        now: i64,
+    ) -> Result<(), StoreError> {
+        self.write(|tx| {
+            let changed = tx.execute(
+                "UPDATE credentials SET revoked_at = ?3
+                 WHERE domain_id = ?1 AND access_key_id = ?2 AND revoked_at IS NULL",
+                params![domain_id, access_key_id, now],
+            )?;
+            if changed == 0 {
+                return Err(StoreError::NotFound(format!(
+                    "active credential {access_key_id:?} in domain {domain_id:?}"
+                )));
+            }
+            Ok(())
+        })
+    }
+
+    /// Inserts a key with its first version.
+    ///
+    /// # Errors
+    ///
+    /// Returns [`StoreError::AlreadyExists`] when the key id is taken in the domain.
+    pub fn create_key(&mut self, key: &KeyInfo, first: &WrappedVersion) -> Result<(), StoreError> {
+        self.write(|tx| {
+            domain_exists(tx, &key.domain_id)?;
+            let taken: bool = tx.query_row(
+                "SELECT EXISTS (SELECT 1 FROM keys WHERE domain_id = ?1 AND key_id = ?2)",
+                [&key.domain_id, &key.key_id],
+                |row| row.get(0),
+            )?;
+            if taken {
+                return Err(StoreError::AlreadyExists(format!(
+                    "key {:?} in domain {:?} (key ids are never reused)",
+                    key.key_id, key.domain_id
+                )));
+            }
+            tx.execute(
+                "INSERT INTO keys (domain_id, key_id, name, description, usage_encrypt,
+                     usage_decrypt, status, protection, primary_version, created_at)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
+                params![
+                    key.domain_id,
+                    key.key_id,
+                    key.name,
+                    key.description,
+                    key.usage.encrypt(),
+                    key.usage.decrypt(),
+                    key_status_text(key.status),
+                    protection_text(key.protection),
+                    key.primary_version,
+                    key.created_at
+                ],
+            )?;
+            tx.execute(
+                "INSERT INTO key_versions (domain_id, key_id, version, wrapped_material, created_at)
+                 VALUES (?1, ?2, ?3, ?4, ?5)",
+                params![key.domain_id, key.key_id, first.version, first.wrapped, first.created_at],
+            )?;
+            Ok(())
+        })
+    }
+
+    /// Lists a domain's keys ordered by id.
+    ///
+    /// # Errors
+    ///
+    /// Returns [`StoreError::NotFound`] when the domain does not exist.
+    pub fn keys(&self, domain_id: &str) -> Result<Vec<KeyInfo>, StoreError> {
+        domain_exists(&self.conn, domain_id)?;
+        let mut statement = self.conn.prepare(&format!(
+            "{KEY_COLUMNS} WHERE domain_id = ?1 ORDER BY key_id"
+        ))?;
+        let rows = statement.query_map([domain_id], key_from_row)?;
+        rows.map(|row| row?).collect()
+    }
+
+    /// Reads one key.
+    ///
+    /// # Errors
+    ///
+    /// Returns [`StoreError::NotFound`] when the domain or key does not exist.
+    pub fn key(&self, domain_id: &str, key_id: &str) -> Result<KeyInfo, StoreError> {
+        domain_exists(&self.conn, domain_id)?;
+        self.conn
+            .query_row(
+                &format!("{KEY_COLUMNS} WHERE domain_id = ?1 AND key_id = ?2"),
+                [domain_id, key_id],
+                key_from_row,
+            )
+            .optional()?
+            .ok_or_else(|| {
+                StoreError::NotFound(format!("key {key_id:?} in domain {domain_id:?}"))
+            })?
+    }
+
+    /// Sets a key's status.
+    ///
+    /// # Errors
+    ///
+    /// Returns [`StoreError::NotFound`] when the domain or key does not exist.
+    pub fn set_key_status(
+        &mut self,
+        domain_id: &str,
+        key_id: &str,
+        status: KeyStatus,
+    ) -> Result<(), StoreError> {
+        self.write(|tx| {
+            let changed = tx.execute(
+                "UPDATE keys SET status = ?3 WHERE domain_id = ?1 AND key_id = ?2",
+                params![domain_id, key_id, key_status_text(status)],
+            )?;
+            if changed == 0 {
+                domain_exists(tx, domain_id)?;
+                return Err(StoreError::NotFound(format!(
+                    "key {key_id:?} in domain {domain_id:?}"
+                )));
+            }
+            Ok(())
+        })
+    }
+
+    /// Stores a system key unless one with that name exists; returns whether it was stored.
+    ///
+    /// # Errors
+    ///
+    /// Returns [`StoreError::Sqlite`] on a database failure.
+    pub fn insert_system_key(
+        &mut self,
+        name: &str,
+        wrapped: &[u8],
+        now: i64,
+    ) -> Result<bool, StoreError> {
+        self.write(|tx| {
+            let inserted = tx.execute(
+                "INSERT OR IGNORE INTO system_keys (name, wrapped_material, created_at)
+                 VALUES (?1, ?2, ?3)",
+                params![name, wrapped, now],
+            )?;
+            Ok(inserted == 1)
+        })
+    }
+
+    /// Reads everything the server caches, in one read transaction so it is consistent.
+    ///
+    /// # Errors
+    ///
+    /// Returns [`StoreError`] on a database failure or a corrupt row.
+    pub fn load(&mut self) -> Result<Dataset, StoreError> {
+        let tx = self.conn.transaction()?;
+        let revision = tx.query_row("SELECT revision FROM meta WHERE id = 1", [], |row| {
+            row.get(0)
+        })?;
+
+        let domains = {
+            let mut statement =
+                tx.prepare("SELECT id, display_name, uri_prefix, status, created_at FROM domains")?;
+            let rows = statement.query_map([], domain_from_row)?;
+            rows.map(|row| row?)
+                .collect::<Result<Vec<_>, StoreError>>()?
+        };
+
+        let credentials = {
+            let mut statement = tx.prepare(
+                "SELECT access_key_id, domain_id, created_at, revoked_at, wrapped_secret
+                 FROM credentials WHERE revoked_at IS NULL",
+            )?;
+            let rows = statement.query_map([], |row| {
+                Ok((credential_from_row(row)?, row.get::<_, Vec<u8>>(4)?))
+            })?;
+            rows.collect::<Result<Vec<_>, _>>()?
+        };
+
+        let mut keys = {
+            let mut statement = tx.prepare(&format!("{KEY_COLUMNS} ORDER BY domain_id, key_id"))?;
+            let rows = statement.query_map([], key_from_row)?;
+            rows.map(|row| row?.map(|key| (key, Vec::new())))
+                .collect::<Result<Vec<(KeyInfo, Vec<WrappedVersion>)>, StoreError>>()?
+        };
+        {
+            let mut statement = tx.prepare(
+                "SELECT domain_id, key_id, version, wrapped_material, created_at FROM key_versions
+                 ORDER BY domain_id, key_id, version",
+            )?;
+            let mut rows = statement.query([])?;
+            while let Some(row) = rows.next()? {
+                let domain_id: String = row.get(0)?;
+                let key_id: String = row.get(1)?;
+                let version = WrappedVersion {
+                    version: row.get(2)?,
+                    wrapped: row.get(3)?,
+                    created_at: row.get(4)?,
+                };
+                let position = keys.binary_search_by(|(key, _)| {
+                    (key.domain_id.as_str(), key.key_id.as_str())
+                        .cmp(&(domain_id.as_str(), key_id.as_str()))
+                });
+                match position {
+                    Ok(index) => keys[index].1.push(version),
+                    Err(_) => {
+                        return Err(StoreError::Corrupt(format!(
+                            "version of unknown key {key_id:?} in domain {domain_id:?}"
+                        )));
+                    }
+                }
+            }
+        }
+
+        let system_keys = {
+            let mut statement = tx.prepare("SELECT name, wrapped_material FROM system_keys")?;
+            let rows = statement.query_map([], |row| Ok((row.get(0)?, row.get(1)?)))?;
+            rows.collect::<Result<Vec<_>, _>>()?
+        };
+        tx.commit()?;
+
+        Ok(Dataset {
+            revision,
+            domains,
+            credentials,
+            keys,
+            system_keys,
+        })
+    }
+
+    /// Runs `change` in an immediate transaction and increments the revision with it.
+    fn write<T>(
+        &mut self,
+        change: impl FnOnce(&rusqlite::Transaction<'_>) -> Result<T, StoreError>,
+    ) -> Result<T, StoreError> {
+        let tx = self
+            .conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let value = change(&tx)?;
+        tx.execute("UPDATE meta SET revision = revision + 1 WHERE id = 1", [])?;
+        tx.commit()?;
+        Ok(value)
+    }
+}
+
+const KEY_COLUMNS: &str = "SELECT domain_id, key_id, name, description, usage_encrypt, \
+    usage_decrypt, status, protection, primary_version, created_at FROM keys";
+
+fn migrate(conn: &mut Connection) -> Result<(), StoreError> {
+    let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+    let has_meta: bool = tx.query_row(
+        "SELECT EXISTS (SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'meta')",
+        [],
+        |row| row.get(0),
+    )?;
+    if has_meta {
+        let found: i64 =
+            tx.query_row("SELECT schema_version FROM meta WHERE id = 1", [], |row| {
+                row.get(0)
+            })?;
+        if found > SCHEMA_VERSION {
+            return Err(StoreError::SchemaTooNew { found });
+        }
+    } else {
+        tx.execute_batch(SCHEMA_V1)?;
+    }
+    tx.commit()?;
+    Ok(())
+}
+
+fn domain_exists(conn: &Connection, id: &str) -> Result<(), StoreError> {
+    let exists: bool = conn.query_row(
+        "SELECT EXISTS (SELECT 1 FROM domains WHERE id = ?1)",
+        [id],
+        |row| row.get(0),
+    )?;
+    if exists {
+        Ok(())
+    } else {
+        Err(StoreError::NotFound(format!("domain {id:?}")))
+    }
+}
+
+fn domain_from_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<Result<Domain, StoreError>> {
+    let status: String = row.get(3)?;
+    let id: String = row.get(0)?;
+    let status = match status.as_str() {
+        "ENABLED" => DomainStatus::Enabled,
+        "DISABLED" => DomainStatus::Disabled,
+        other => {
+            return Ok(Err(StoreError::Corrupt(format!(
+                "domain {id:?} has status {other:?}"
+            ))));
+        }
+    };
+    Ok(Ok(Domain {
+        id,
+        display_name: row.get(1)?,
+        uri_prefix: row.get(2)?,
+        status,
+        created_at: row.get(4)?,
+    }))
+}
+
+fn credential_from_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<CredentialInfo> {
+    Ok(CredentialInfo {
+        access_key_id: row.get(0)?,
+        domain_id: row.get(1)?,
+        created_at: row.get(2)?,
+        revoked_at: row.get(3)?,
+    })
+}
+
+fn key_from_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<Result<KeyInfo, StoreError>> {
+    let key_id: String = row.get(1)?;
+    let status: String = row.get(6)?;
+    let status = match status.as_str() {
+        "ENABLED" => KeyStatus::Enabled,
+        "DISABLED" => KeyStatus::Disabled,
+        other => {
+            return Ok(Err(StoreError::Corrupt(format!(
+                "key {key_id:?} has status {other:?}"
+            ))));
+        }
+    };
+    let protection: String = row.get(7)?;
+    let protection = match protection.as_str() {
+        "software" => Protection::Software,
+        other => {
+            return Ok(Err(StoreError::Corrupt(format!(
+                "key {key_id:?} has protection {other:?}"
+            ))));
+        }
+    };
+    let Some(usage) = KeyUsage::new(row.get(4)?, row.get(5)?) else {
+        return Ok(Err(StoreError::Corrupt(format!(
+            "key {key_id:?} has an empty usage"
+        ))));
+    };
+    Ok(Ok(KeyInfo {
+        domain_id: row.get(0)?,
+        key_id,
+        name: row.get(2)?,
+        description: row.get(3)?,
+        usage,
+        status,
+        protection,
+        primary_version: row.get(8)?,
+        created_at: row.get(9)?,
+    }))
+}
+
+fn domain_status_text(status: DomainStatus) -> &'static str {
+    match status {
+        DomainStatus::Enabled => "ENABLED",
+        DomainStatus::Disabled => "DISABLED",
+    }
+}
+
+fn key_status_text(status: KeyStatus) -> &'static str {
+    match status {
+        KeyStatus::Enabled => "ENABLED",
+        KeyStatus::Disabled => "DISABLED",
+    }
+}
+
+fn protection_text(protection: Protection) -> &'static str {
+    match protection {
+        Protection::Software => "software",
+    }
+}

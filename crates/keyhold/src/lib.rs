@@ -1,0 +1,14 @@
+//! Keyhold: an external key manager that serves the AWS KMS External Key Store (XKS) proxy API.
+//!
+//! Modules follow the path of a request: [`api`] (TLS listener, routing, wire format, XKS errors)
+//! → [`auth`] (SigV4) → [`service`] (one file per XKS operation) → [`keystore`] (metadata, the
+//! snapshot and encryption at rest) → [`crypto`]. [`config`] reads `keyhold.toml`; [`cli`] is the
+//! command line of the `keyhold` binary.
+
+pub mod api;
+pub mod auth;
+pub mod cli;
+pub mod config;
+pub mod crypto;
+pub mod keystore;
+pub mod service;

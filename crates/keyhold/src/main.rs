@@ -1,0 +1,5 @@
+//! The `keyhold` binary.
+
+fn main() -> std::process::ExitCode {
+    keyhold::cli::main()
+}
