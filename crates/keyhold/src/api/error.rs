@@ -167,6 +167,7 @@ impl From<ServiceError> for XksError {
                 ErrorName::InvalidKeyUsage,
                 format!("key {key_id} does not allow {operation}"),
             ),
+            ServiceError::AccessDenied(reason) => Self::new(ErrorName::AccessDenied, reason),
             ServiceError::InvalidCiphertext(reason) => {
                 Self::new(ErrorName::InvalidCiphertext, reason)
             }

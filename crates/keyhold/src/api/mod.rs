@@ -8,6 +8,7 @@ pub mod body;
 pub mod error;
 pub mod listener;
 pub mod route;
+pub mod throttle;
 pub mod tls;
 
 use std::sync::Arc;
@@ -43,6 +44,8 @@ pub struct XksState {
     pub storage_current: AtomicBool,
     /// Accepted SigV4 regions; empty accepts any.
     pub allowed_regions: Vec<String>,
+    /// Per-domain request quotas.
+    pub quotas: throttle::DomainQuotas,
 }
 
 impl XksState {
@@ -53,6 +56,7 @@ impl XksState {
             node,
             storage_current: AtomicBool::new(true),
             allowed_regions,
+            quotas: throttle::DomainQuotas::default(),
         }
     }
 }
@@ -140,6 +144,20 @@ impl XksRequest<'_> {
         )
         .map_err(|error| XksError::from(&error))?;
 
+        if let Some(rate) = self.domain.domain.quota_rps
+            && !self
+                .state
+                .quotas
+                .try_acquire(&self.domain.domain.id, rate, Instant::now())
+        {
+            return Err(XksError::new(
+                ErrorName::Throttling,
+                format!(
+                    "request rate exceeds this key store's quota of {rate} requests per second"
+                ),
+            ));
+        }
+
         let request = body::parse_request(self.signed.body, self.operation)?;
         if let Some(metadata) = &request.request_metadata {
             let span = tracing::Span::current();
@@ -197,6 +215,7 @@ impl XksRequest<'_> {
             self.domain,
             &encrypt::EncryptInput {
                 key_id: self.key_id,
+                kms_key_arn: kms_key_arn(request),
                 plaintext: &inputs.data,
                 aad: inputs.aad.as_deref(),
                 integrity_value: inputs.integrity_value,
@@ -220,6 +239,7 @@ impl XksRequest<'_> {
             self.domain,
             &decrypt::DecryptInput {
                 key_id: self.key_id,
+                kms_key_arn: kms_key_arn(request),
                 ciphertext: &inputs.data,
                 iv: &inputs.iv,
                 tag: &inputs.tag,
@@ -232,6 +252,14 @@ impl XksRequest<'_> {
             plaintext: zeroize::Zeroizing::new(body::base64(&output.plaintext)),
         })
     }
+}
+
+fn kms_key_arn(request: &body::RequestBody) -> &str {
+    request
+        .request_metadata
+        .as_ref()
+        .and_then(|metadata| metadata.kms_key_arn.as_deref())
+        .unwrap_or_default()
 }
 
 /// Converts a service error, logging internal causes that the client does not see.

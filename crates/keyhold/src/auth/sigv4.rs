@@ -226,9 +226,8 @@ pub fn verify<'s>(
     now: SystemTime,
 ) -> Result<Authorization, AuthError> {
     let mut values = request.headers.get_all(hyper::header::AUTHORIZATION).iter();
-    let header = match (values.next(), values.next()) {
-        (Some(value), None) => value,
-        _ => return Err(AuthError::MissingAuthorization),
+    let (Some(header), None) = (values.next(), values.next()) else {
+        return Err(AuthError::MissingAuthorization);
     };
     let header = header
         .to_str()

@@ -8,7 +8,7 @@ use serde_json::json;
 
 use crate::config::Settings;
 use crate::keystore::model::{KeyInfo, KeyStatus, KeyUsage};
-use crate::keystore::{format_time, unix_now};
+use crate::keystore::{NewDomain, NewKey, format_time, unix_now};
 
 use super::serve::open_key_store;
 use super::{CredentialCommand, DomainCommand, KeyCommand, output};
@@ -20,9 +20,14 @@ pub(super) fn domain(dir: &Path, command: DomainCommand) -> anyhow::Result<()> {
             id,
             uri_prefix,
             display_name,
+            quota,
         } => {
-            let domain =
-                key_store.create_domain(&id, display_name.as_deref(), uri_prefix.as_deref())?;
+            let domain = key_store.create_domain(&NewDomain {
+                id,
+                display_name,
+                uri_prefix,
+                quota_rps: quota,
+            })?;
             output::print(&format!(
                 "Created domain {} with XksProxyUriPath {}\n",
                 domain.id,
@@ -69,6 +74,12 @@ pub(super) fn domain(dir: &Path, command: DomainCommand) -> anyhow::Result<()> {
                     ("name", domain.display_name.clone()),
                     ("status", format!("{:?}", domain.status).to_uppercase()),
                     ("XksProxyUriPath", domain.xks_uri_path()),
+                    (
+                        "quota",
+                        domain
+                            .quota_rps
+                            .map_or_else(|| "none".to_owned(), |rps| format!("{rps} requests/s")),
+                    ),
                     ("created", format_time(domain.created_at)),
                     ("active credentials", active.to_string()),
                     ("keys", keys.to_string()),
@@ -158,15 +169,17 @@ pub(super) fn key(dir: &Path, command: KeyCommand) -> anyhow::Result<()> {
             usage,
             name,
             description,
+            bind_kms_key_arn,
         } => {
             let usage = KeyUsage::parse(&usage).map_err(anyhow::Error::msg)?;
-            let key = key_store.create_key(
-                &domain,
-                key_id.as_deref(),
-                name.as_deref(),
-                &description,
+            let key = key_store.create_key(&NewKey {
+                domain_id: domain,
+                key_id,
+                name,
+                description,
                 usage,
-            )?;
+                bound_kms_key_arn: bind_kms_key_arn,
+            })?;
             output::print(&format!(
                 "Created key {} in domain {}\n",
                 key.key_id, key.domain_id
@@ -214,6 +227,12 @@ pub(super) fn key(dir: &Path, command: KeyCommand) -> anyhow::Result<()> {
                     ("usage", key.usage.to_string()),
                     ("protection", "software".to_owned()),
                     ("primary version", key.primary_version.to_string()),
+                    (
+                        "bound KMS key ARN",
+                        key.bound_kms_key_arn
+                            .clone()
+                            .unwrap_or_else(|| "none".to_owned()),
+                    ),
                     ("created", format_time(key.created_at)),
                 ],
                 &key_json(&key),
@@ -259,6 +278,7 @@ fn domain_json(domain: &crate::keystore::model::Domain) -> serde_json::Value {
         "displayName": domain.display_name,
         "status": domain.status,
         "uriPrefix": domain.uri_prefix,
+        "quotaRps": domain.quota_rps,
         "xksProxyUriPath": domain.xks_uri_path(),
         "createdAt": format_time(domain.created_at),
     })
@@ -274,6 +294,7 @@ fn key_json(key: &KeyInfo) -> serde_json::Value {
         "usage": key.usage,
         "protection": key.protection,
         "primaryVersion": key.primary_version,
+        "boundKmsKeyArn": key.bound_kms_key_arn,
         "createdAt": format_time(key.created_at),
     })
 }

@@ -5,7 +5,7 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
 use crate::config::{LogSection, Settings};
-use crate::keystore::model::KeyUsage;
+use crate::keystore::{NewDomain, NewKey};
 
 use super::serve::{Server, init_logging, open_key_store, runtime};
 use super::{init, output};
@@ -22,15 +22,17 @@ pub(super) fn run(data_dir: Option<&Path>, listen: Option<SocketAddr>) -> anyhow
     init::initialize(&dir)?;
     let settings = Settings::load(&dir)?;
     let mut key_store = open_key_store(&settings)?;
-    let domain = key_store.create_domain(DOMAIN, Some("Demo domain"), None)?;
+    let domain = key_store.create_domain(&NewDomain {
+        id: DOMAIN.to_owned(),
+        display_name: Some("Demo domain".to_owned()),
+        ..NewDomain::default()
+    })?;
     let (credential, secret) = key_store.create_credential(DOMAIN)?;
-    key_store.create_key(
-        DOMAIN,
-        Some(KEY_ID),
-        Some("Demo key"),
-        "created by keyhold demo",
-        KeyUsage::ENCRYPT_DECRYPT,
-    )?;
+    key_store.create_key(&NewKey {
+        name: Some("Demo key".to_owned()),
+        description: "created by keyhold demo".to_owned(),
+        ..NewKey::with_id(DOMAIN, KEY_ID)
+    })?;
     drop(key_store);
 
     init_logging(&LogSection::default())?;

@@ -70,6 +70,9 @@ enum DomainCommand {
         /// Name shown to people [default: the id]
         #[arg(long)]
         display_name: Option<String>,
+        /// Request quota in requests per second; excess requests get ThrottlingException [default: no quota]
+        #[arg(long, value_name = "RPS")]
+        quota: Option<u32>,
     },
     /// List domains
     List(OutputArgs),
@@ -123,6 +126,9 @@ enum KeyCommand {
         /// Free-text description
         #[arg(long, default_value = "")]
         description: String,
+        /// Allow only this KMS key ARN to use the key; others get AccessDeniedException
+        #[arg(long, value_name = "ARN")]
+        bind_kms_key_arn: Option<String>,
     },
     /// List a domain's keys
     List {

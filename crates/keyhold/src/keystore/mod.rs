@@ -29,6 +29,50 @@ const ACCESS_KEY_ID_LEN: usize = 24;
 /// Prefix of generated access key ids, so secret scanners and people can recognize them.
 const ACCESS_KEY_ID_PREFIX: &str = "KH";
 
+/// Attributes of a domain to create.
+#[derive(Debug, Clone, Default)]
+pub struct NewDomain {
+    /// Domain id.
+    pub id: String,
+    /// Name shown to people; defaults to the id.
+    pub display_name: Option<String>,
+    /// URI path prefix; defaults to `/domains/<id>`.
+    pub uri_prefix: Option<String>,
+    /// Request quota in requests per second; `None` means no quota.
+    pub quota_rps: Option<u32>,
+}
+
+/// Attributes of a key to create.
+#[derive(Debug, Clone)]
+pub struct NewKey {
+    /// Owning domain.
+    pub domain_id: String,
+    /// External key id; defaults to a random UUID.
+    pub key_id: Option<String>,
+    /// Name shown to people; defaults to the key id.
+    pub name: Option<String>,
+    /// Free text.
+    pub description: String,
+    /// Allowed operations.
+    pub usage: KeyUsage,
+    /// The only `kmsKeyArn` allowed to use the key.
+    pub bound_kms_key_arn: Option<String>,
+}
+
+impl NewKey {
+    /// A key with the given id and encrypt and decrypt usage, the form AWS KMS requires.
+    pub fn with_id(domain_id: &str, key_id: &str) -> Self {
+        Self {
+            domain_id: domain_id.to_owned(),
+            key_id: Some(key_id.to_owned()),
+            name: None,
+            description: String::new(),
+            usage: KeyUsage::ENCRYPT_DECRYPT,
+            bound_kms_key_arn: None,
+        }
+    }
+}
+
 /// Failure of a key store operation.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
@@ -74,21 +118,27 @@ impl KeyStore {
     ///
     /// # Errors
     ///
-    /// Returns [`Error::Invalid`] for a bad id or prefix and [`Error::Store`] when either is taken.
-    pub fn create_domain(
-        &mut self,
-        id: &str,
-        display_name: Option<&str>,
-        uri_prefix: Option<&str>,
-    ) -> Result<Domain, Error> {
+    /// Returns [`Error::Invalid`] for a bad id, prefix or quota and [`Error::Store`] when the id
+    /// or prefix is taken.
+    pub fn create_domain(&mut self, new: &NewDomain) -> Result<Domain, Error> {
+        let id = new.id.as_str();
         model::validate_domain_id(id).map_err(Error::Invalid)?;
-        let uri_prefix = uri_prefix.map_or_else(|| format!("/domains/{id}"), str::to_owned);
+        let uri_prefix = new
+            .uri_prefix
+            .clone()
+            .unwrap_or_else(|| format!("/domains/{id}"));
         model::validate_uri_prefix(&uri_prefix).map_err(Error::Invalid)?;
+        if new.quota_rps == Some(0) {
+            return Err(Error::Invalid(
+                "quota must be at least 1 request per second; omit it for no quota".to_owned(),
+            ));
+        }
         let domain = Domain {
             id: id.to_owned(),
-            display_name: display_name.unwrap_or(id).to_owned(),
+            display_name: new.display_name.clone().unwrap_or_else(|| id.to_owned()),
             uri_prefix,
             status: DomainStatus::Enabled,
+            quota_rps: new.quota_rps,
             created_at: unix_now(),
         };
         self.store.create_domain(&domain)?;
@@ -128,30 +178,33 @@ impl KeyStore {
     ///
     /// # Errors
     ///
-    /// Returns [`Error::Invalid`] for a bad key id and [`Error::Store`] when it is taken.
-    pub fn create_key(
-        &mut self,
-        domain_id: &str,
-        key_id: Option<&str>,
-        name: Option<&str>,
-        description: &str,
-        usage: KeyUsage,
-    ) -> Result<KeyInfo, Error> {
-        let key_id = match key_id {
-            Some(id) => id.to_owned(),
+    /// Returns [`Error::Invalid`] for a bad key id or ARN and [`Error::Store`] when the id is
+    /// taken.
+    pub fn create_key(&mut self, new: &NewKey) -> Result<KeyInfo, Error> {
+        let domain_id = new.domain_id.as_str();
+        let key_id = match &new.key_id {
+            Some(id) => id.clone(),
             None => generate_key_id()?,
         };
         model::validate_key_id(&key_id).map_err(Error::Invalid)?;
+        if let Some(arn) = &new.bound_kms_key_arn
+            && (arn.is_empty() || arn.len() > 2048)
+        {
+            return Err(Error::Invalid(
+                "KMS key ARN to bind must be 1 to 2048 characters long".to_owned(),
+            ));
+        }
         let now = unix_now();
         let key = KeyInfo {
             domain_id: domain_id.to_owned(),
             key_id: key_id.clone(),
-            name: name.unwrap_or(&key_id).to_owned(),
-            description: description.to_owned(),
-            usage,
+            name: new.name.clone().unwrap_or_else(|| key_id.clone()),
+            description: new.description.clone(),
+            usage: new.usage,
             status: KeyStatus::Enabled,
             protection: Protection::Software,
             primary_version: 1,
+            bound_kms_key_arn: new.bound_kms_key_arn.clone(),
             created_at: now,
         };
         let material = crypto::generate_key().map_err(RootError::from)?;
@@ -253,6 +306,14 @@ fn generate_key_id() -> Result<String, Error> {
 mod tests {
     use super::*;
 
+    fn domain(id: &str, uri_prefix: Option<&str>) -> NewDomain {
+        NewDomain {
+            id: id.to_owned(),
+            uri_prefix: uri_prefix.map(str::to_owned),
+            ..NewDomain::default()
+        }
+    }
+
     fn open_key_store(dir: &std::path::Path) -> KeyStore {
         let store = Store::open(&dir.join("keyhold.db")).expect("open store");
         let root = root::FileRootKey::create(&dir.join("root.key")).expect("root key");
@@ -273,7 +334,7 @@ mod tests {
     fn credentials_limited_to_two_active() {
         let dir = tempfile::tempdir().expect("temp dir");
         let mut keys = open_key_store(dir.path());
-        keys.create_domain("acme", None, None).expect("domain");
+        keys.create_domain(&domain("acme", None)).expect("domain");
         let (first, secret) = keys.create_credential("acme").expect("first");
         assert!((43..=64).contains(&secret.expose().len()));
         keys.create_credential("acme").expect("second");
@@ -298,10 +359,10 @@ mod tests {
             !keys.ensure_health_key().expect("second call"),
             "health key created twice"
         );
-        keys.create_domain("acme", None, Some("/tenant/acme"))
+        keys.create_domain(&domain("acme", Some("/tenant/acme")))
             .expect("domain");
         let key = keys
-            .create_key("acme", Some("k1"), None, "", KeyUsage::ENCRYPT_DECRYPT)
+            .create_key(&NewKey::with_id("acme", "k1"))
             .expect("key");
         assert!(keys.store().revision().expect("revision") > start);
 
@@ -320,32 +381,31 @@ mod tests {
     fn duplicate_ids_and_prefixes_rejected() {
         let dir = tempfile::tempdir().expect("temp dir");
         let mut keys = open_key_store(dir.path());
-        keys.create_domain("acme", None, None).expect("domain");
-        assert!(keys.create_domain("acme", None, Some("/other")).is_err());
+        keys.create_domain(&domain("acme", None)).expect("domain");
+        assert!(keys.create_domain(&domain("acme", Some("/other"))).is_err());
         let taken = keys
-            .create_domain("beta", None, Some("/domains/acme"))
+            .create_domain(&domain("beta", Some("/domains/acme")))
             .expect_err("taken");
         assert!(
             taken.to_string().contains("used by domain \"acme\""),
             "{taken}"
         );
-        keys.create_key("acme", Some("k1"), None, "", KeyUsage::ENCRYPT_DECRYPT)
+        keys.create_key(&NewKey::with_id("acme", "k1"))
             .expect("key");
-        assert!(
-            keys.create_key("acme", Some("k1"), None, "", KeyUsage::ENCRYPT_DECRYPT)
-                .is_err()
-        );
-        assert!(
-            keys.create_key("nope", Some("k1"), None, "", KeyUsage::ENCRYPT_DECRYPT)
-                .is_err()
-        );
+        assert!(keys.create_key(&NewKey::with_id("acme", "k1")).is_err());
+        assert!(keys.create_key(&NewKey::with_id("nope", "k1")).is_err());
+        let zero_quota = NewDomain {
+            quota_rps: Some(0),
+            ..domain("zero", None)
+        };
+        assert!(keys.create_domain(&zero_quota).is_err());
     }
 
     #[test]
     fn database_holds_no_clear_secret() {
         let dir = tempfile::tempdir().expect("temp dir");
         let mut keys = open_key_store(dir.path());
-        keys.create_domain("acme", None, None).expect("domain");
+        keys.create_domain(&domain("acme", None)).expect("domain");
         let (_, secret) = keys.create_credential("acme").expect("credential");
         drop(keys);
         let mut bytes = std::fs::read(dir.path().join("keyhold.db")).expect("read db");

@@ -141,6 +141,8 @@ pub struct Domain {
     pub uri_prefix: String,
     /// Kill switch state.
     pub status: DomainStatus,
+    /// Request quota in requests per second; `None` means no quota.
+    pub quota_rps: Option<u32>,
     /// Creation time, Unix seconds.
     pub created_at: i64,
 }
@@ -184,6 +186,8 @@ pub struct KeyInfo {
     pub protection: Protection,
     /// Version used for new encryptions.
     pub primary_version: u32,
+    /// The only `kmsKeyArn` allowed to use the key; `None` allows any.
+    pub bound_kms_key_arn: Option<String>,
     /// Creation time, Unix seconds.
     pub created_at: i64,
 }

@@ -30,6 +30,7 @@ CREATE TABLE domains (
     display_name TEXT NOT NULL,
     uri_prefix TEXT NOT NULL UNIQUE,
     status TEXT NOT NULL CHECK (status IN ('ENABLED', 'DISABLED')),
+    quota_rps INTEGER CHECK (quota_rps > 0),
     created_at INTEGER NOT NULL
 );
 CREATE TABLE credentials (
@@ -50,6 +51,7 @@ CREATE TABLE keys (
     status TEXT NOT NULL CHECK (status IN ('ENABLED', 'DISABLED')),
     protection TEXT NOT NULL CHECK (protection IN ('software')),
     primary_version INTEGER NOT NULL,
+    bound_kms_key_arn TEXT,
     created_at INTEGER NOT NULL,
     PRIMARY KEY (domain_id, key_id)
 );
@@ -177,13 +179,14 @@ impl Store {
                 )));
             }
             tx.execute(
-                "INSERT INTO domains (id, display_name, uri_prefix, status, created_at)
-                 VALUES (?1, ?2, ?3, ?4, ?5)",
+                "INSERT INTO domains (id, display_name, uri_prefix, status, quota_rps, created_at)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
                 params![
                     domain.id,
                     domain.display_name,
                     domain.uri_prefix,
                     domain_status_text(domain.status),
+                    domain.quota_rps,
                     domain.created_at
                 ],
             )?;
@@ -197,9 +200,9 @@ impl Store {
     ///
     /// Returns [`StoreError`] on a database failure or a corrupt row.
     pub fn domains(&self) -> Result<Vec<Domain>, StoreError> {
-        let mut statement = self.conn.prepare(
-            "SELECT id, display_name, uri_prefix, status, created_at FROM domains ORDER BY id",
-        )?;
+        let mut statement = self
+            .conn
+            .prepare(&format!("SELECT {DOMAIN_COLUMNS} FROM domains ORDER BY id"))?;
         let rows = statement.query_map([], domain_from_row)?;
         rows.map(|row| row?).collect()
     }
@@ -212,7 +215,7 @@ impl Store {
     pub fn domain(&self, id: &str) -> Result<Domain, StoreError> {
         self.conn
             .query_row(
-                "SELECT id, display_name, uri_prefix, status, created_at FROM domains WHERE id = ?1",
+                &format!("SELECT {DOMAIN_COLUMNS} FROM domains WHERE id = ?1"),
                 [id],
                 domain_from_row,
             )
@@ -320,8 +323,9 @@ impl Store {
             }
             tx.execute(
                 "INSERT INTO keys (domain_id, key_id, name, description, usage_encrypt,
-                     usage_decrypt, status, protection, primary_version, created_at)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
+                     usage_decrypt, status, protection, primary_version, bound_kms_key_arn,
+                     created_at)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
                 params![
                     key.domain_id,
                     key.key_id,
@@ -332,6 +336,7 @@ impl Store {
                     key_status_text(key.status),
                     protection_text(key.protection),
                     key.primary_version,
+                    key.bound_kms_key_arn,
                     key.created_at
                 ],
             )?;
@@ -436,8 +441,7 @@ impl Store {
         })?;
 
         let domains = {
-            let mut statement =
-                tx.prepare("SELECT id, display_name, uri_prefix, status, created_at FROM domains")?;
+            let mut statement = tx.prepare(&format!("SELECT {DOMAIN_COLUMNS} FROM domains"))?;
             let rows = statement.query_map([], domain_from_row)?;
             rows.map(|row| row?)
                 .collect::<Result<Vec<_>, StoreError>>()?
@@ -521,7 +525,9 @@ impl Store {
 }
 
 const KEY_COLUMNS: &str = "SELECT domain_id, key_id, name, description, usage_encrypt, \
-    usage_decrypt, status, protection, primary_version, created_at FROM keys";
+    usage_decrypt, status, protection, primary_version, bound_kms_key_arn, created_at FROM keys";
+
+const DOMAIN_COLUMNS: &str = "id, display_name, uri_prefix, status, quota_rps, created_at";
 
 fn migrate(conn: &mut Connection) -> Result<(), StoreError> {
     let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
@@ -575,7 +581,8 @@ fn domain_from_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<Result<Domain, S
         display_name: row.get(1)?,
         uri_prefix: row.get(2)?,
         status,
-        created_at: row.get(4)?,
+        quota_rps: row.get(4)?,
+        created_at: row.get(5)?,
     }))
 }
 
@@ -623,7 +630,8 @@ fn key_from_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<Result<KeyInfo, Sto
         status,
         protection,
         primary_version: row.get(8)?,
-        created_at: row.get(9)?,
+        bound_kms_key_arn: row.get(9)?,
+        created_at: row.get(10)?,
     }))
 }
 

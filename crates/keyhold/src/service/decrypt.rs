@@ -12,6 +12,8 @@ use super::{ServiceError, decode_metadata, usable_key};
 pub struct DecryptInput<'a> {
     /// The external key id.
     pub key_id: &'a str,
+    /// `requestMetadata.kmsKeyArn`, checked against the key's binding.
+    pub kms_key_arn: &'a str,
     /// Ciphertext bytes.
     pub ciphertext: &'a [u8],
     /// The IV from the encryption.
@@ -43,7 +45,7 @@ pub fn decrypt(
     domain: &DomainView,
     input: &DecryptInput<'_>,
 ) -> Result<DecryptOutput, ServiceError> {
-    let key = usable_key(domain, input.key_id)?;
+    let key = usable_key(domain, input.key_id, input.kms_key_arn)?;
     if !key.info.usage.decrypt() {
         return Err(ServiceError::UsageNotAllowed {
             key_id: input.key_id.to_owned(),

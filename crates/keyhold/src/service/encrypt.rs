@@ -11,6 +11,8 @@ use super::{METADATA_LEN, ServiceError, encode_metadata, usable_key};
 pub struct EncryptInput<'a> {
     /// The external key id.
     pub key_id: &'a str,
+    /// `requestMetadata.kmsKeyArn`, checked against the key's binding.
+    pub kms_key_arn: &'a str,
     /// Bytes to encrypt.
     pub plaintext: &'a [u8],
     /// Request AAD; `None` and empty are equivalent.
@@ -47,7 +49,7 @@ pub fn encrypt(
     domain: &DomainView,
     input: &EncryptInput<'_>,
 ) -> Result<EncryptOutput, ServiceError> {
-    let key = usable_key(domain, input.key_id)?;
+    let key = usable_key(domain, input.key_id, input.kms_key_arn)?;
     if !key.info.usage.encrypt() {
         return Err(ServiceError::UsageNotAllowed {
             key_id: input.key_id.to_owned(),

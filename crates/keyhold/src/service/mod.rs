@@ -39,6 +39,9 @@ pub enum ServiceError {
         /// `encrypt` or `decrypt`.
         operation: &'static str,
     },
+    /// Keyhold's authorization rules reject the caller.
+    #[error("access denied: {0}")]
+    AccessDenied(String),
     /// The ciphertext inputs cannot have been made by this key, or were changed.
     #[error("invalid ciphertext: {0}")]
     InvalidCiphertext(&'static str),
@@ -79,14 +82,25 @@ pub fn decode_metadata(metadata: Option<&[u8]>) -> Result<u32, ServiceError> {
     }
 }
 
-/// Finds an enabled key in an enabled domain.
-fn usable_key<'d>(domain: &'d DomainView, key_id: &str) -> Result<&'d KeyView, ServiceError> {
+/// Finds an enabled key in an enabled domain that `kms_key_arn` may use.
+fn usable_key<'d>(
+    domain: &'d DomainView,
+    key_id: &str,
+    kms_key_arn: &str,
+) -> Result<&'d KeyView, ServiceError> {
     if domain.domain.status == DomainStatus::Disabled {
         return Err(ServiceError::DomainDisabled(domain.domain.id.clone()));
     }
     let key = domain
         .key(key_id)
         .ok_or_else(|| ServiceError::KeyNotFound(key_id.to_owned()))?;
+    if let Some(bound) = &key.info.bound_kms_key_arn
+        && bound != kms_key_arn
+    {
+        return Err(ServiceError::AccessDenied(format!(
+            "key {key_id} is bound to another KMS key ARN"
+        )));
+    }
     if key.info.status != KeyStatus::Enabled {
         return Err(ServiceError::KeyDisabled(key_id.to_owned()));
     }
