@@ -10,5 +10,6 @@ pub mod auth;
 pub mod cli;
 pub mod config;
 pub mod crypto;
+pub mod hsm;
 pub mod keystore;
 pub mod service;

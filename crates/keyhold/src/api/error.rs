@@ -172,6 +172,10 @@ impl From<ServiceError> for XksError {
                 Self::new(ErrorName::InvalidCiphertext, reason)
             }
             ServiceError::TooLarge(message) => Self::new(ErrorName::UnsupportedOperation, message),
+            ServiceError::DependencyTimeout(_) => Self::new(
+                ErrorName::DependencyTimeout,
+                "the key manager's HSM did not answer in time; retry",
+            ),
             ServiceError::Internal(_) => Self::internal(),
         }
     }

@@ -24,6 +24,7 @@ use hyper::{Method, Request, Response, StatusCode};
 use tracing::field;
 
 use crate::auth::sigv4::{self, RequestParts};
+use crate::keystore::model::Protection;
 use crate::keystore::snapshot::{DomainView, Snapshot};
 use crate::service::{self, decrypt, encrypt, health, metadata};
 use error::{ErrorName, XksError};
@@ -46,6 +47,8 @@ pub struct XksState {
     pub allowed_regions: Vec<String>,
     /// Per-domain request quotas.
     pub quotas: throttle::DomainQuotas,
+    /// The last deep health check.
+    pub health: health::HealthCache,
 }
 
 impl XksState {
@@ -57,6 +60,7 @@ impl XksState {
             storage_current: AtomicBool::new(true),
             allowed_regions,
             quotas: throttle::DomainQuotas::default(),
+            health: health::HealthCache::default(),
         }
     }
 }
@@ -65,34 +69,17 @@ impl XksState {
 pub async fn handle(state: Arc<XksState>, request: Request<Incoming>) -> Response<Full<Bytes>> {
     let started = Instant::now();
     let (parts, body) = request.into_parts();
-    let path = parts.uri.path();
-    if path == "/ping" {
-        return ping(&parts.method);
+    match parts.uri.path() {
+        "/ping" => return ping(&parts.method),
+        "/health" => return node_health(state, &parts.method).await,
+        _ => {}
     }
 
-    let Some(route) = route::parse(path) else {
-        return error_response(&XksError::new(
-            ErrorName::InvalidUriPath,
-            "URI path is not an XKS API path; expected <prefix>/kms/xks/v1/...",
-        ));
-    };
     let snapshot = state.snapshot.load_full();
-    let Some(domain) = snapshot.domain_by_prefix(route.prefix) else {
-        return error_response(&XksError::new(
-            ErrorName::InvalidUriPath,
-            "no key store is served at this URI path prefix; check XksProxyUriPath",
-        ));
+    let target = match resolve(&snapshot, &parts) {
+        Ok(target) => target,
+        Err(response) => return *response,
     };
-    let Some((operation, key_id)) = route.target else {
-        return error_response(&XksError::new(
-            ErrorName::InvalidUriPath,
-            "unknown XKS API path; expected /kms/xks/v1/health or /kms/xks/v1/keys/<id>/{metadata,encrypt,decrypt}",
-        ));
-    };
-    if parts.method != Method::POST {
-        return method_not_allowed(&parts.method);
-    }
-
     let body = match read_body(body).await {
         Ok(body) => body,
         Err(error) => return finish(Err(error), started),
@@ -100,31 +87,110 @@ pub async fn handle(state: Arc<XksState>, request: Request<Incoming>) -> Respons
 
     let span = tracing::debug_span!(
         "xks",
-        operation = operation.as_str(),
-        domain = %domain.domain.id,
-        key_id = key_id.unwrap_or_default(),
+        operation = target.operation.as_str(),
+        prefix = %target.prefix,
+        key_id = target.key_id.as_str(),
         kms_request_id = field::Empty,
         kms_operation = field::Empty,
     );
-    let _entered = span.enter();
-    let request = XksRequest {
-        state: &state,
-        snapshot: &snapshot,
-        domain,
-        operation,
-        key_id: key_id.unwrap_or_default(),
-        signed: RequestParts {
-            method: parts.method.as_str(),
-            path,
-            query: parts.uri.query().unwrap_or_default(),
-            headers: &parts.headers,
-            body: &body,
-        },
+    let result = if target.needs_hsm {
+        // PKCS#11 calls block, so they run on the blocking pool, never on an async worker.
+        let blocking = tokio::task::spawn_blocking(move || {
+            let _entered = span.enter();
+            process(&state, &snapshot, &target, &parts, &body)
+        });
+        blocking.await.unwrap_or_else(|error| {
+            tracing::error!(%error, "XKS request task failed");
+            Err(XksError::internal())
+        })
+    } else {
+        let _entered = span.enter();
+        process(&state, &snapshot, &target, &parts, &body)
     };
-    finish(request.process(), started)
+    finish(result, started)
 }
 
-/// One authenticated-to-be request with everything it needs.
+/// What a request addresses, once routing has succeeded.
+#[derive(Debug)]
+struct Target {
+    prefix: String,
+    operation: Operation,
+    key_id: String,
+    needs_hsm: bool,
+}
+
+/// Routes a request, returning the ready response for paths and methods that are not served.
+fn resolve(
+    snapshot: &Snapshot,
+    parts: &hyper::http::request::Parts,
+) -> Result<Target, Box<Response<Full<Bytes>>>> {
+    let fail = |error: XksError| Box::new(error_response(&error));
+    let route = route::parse(parts.uri.path()).ok_or_else(|| {
+        fail(XksError::new(
+            ErrorName::InvalidUriPath,
+            "URI path is not an XKS API path; expected <prefix>/kms/xks/v1/...",
+        ))
+    })?;
+    let domain = snapshot.domain_by_prefix(route.prefix).ok_or_else(|| {
+        fail(XksError::new(
+            ErrorName::InvalidUriPath,
+            "no key store is served at this URI path prefix; check XksProxyUriPath",
+        ))
+    })?;
+    let (operation, key_id) = route.target.ok_or_else(|| {
+        fail(XksError::new(
+            ErrorName::InvalidUriPath,
+            "unknown XKS API path; expected /kms/xks/v1/health or /kms/xks/v1/keys/<id>/{metadata,encrypt,decrypt}",
+        ))
+    })?;
+    if parts.method != Method::POST {
+        return Err(Box::new(method_not_allowed(&parts.method)));
+    }
+    let key_id = key_id.unwrap_or_default();
+    let needs_hsm = snapshot.hsm.is_some()
+        && match operation {
+            Operation::Health => true,
+            Operation::KeyMetadata => false,
+            Operation::Encrypt | Operation::Decrypt => domain
+                .key(key_id)
+                .is_some_and(|key| key.info.protection == Protection::Hsm),
+        };
+    Ok(Target {
+        prefix: route.prefix.to_owned(),
+        operation,
+        key_id: key_id.to_owned(),
+        needs_hsm,
+    })
+}
+
+fn process(
+    state: &XksState,
+    snapshot: &Snapshot,
+    target: &Target,
+    parts: &hyper::http::request::Parts,
+    body: &[u8],
+) -> Result<Vec<u8>, XksError> {
+    let domain = snapshot
+        .domain_by_prefix(&target.prefix)
+        .ok_or_else(XksError::internal)?;
+    let request = XksRequest {
+        state,
+        snapshot,
+        domain,
+        operation: target.operation,
+        key_id: &target.key_id,
+        signed: RequestParts {
+            method: parts.method.as_str(),
+            path: parts.uri.path(),
+            query: parts.uri.query().unwrap_or_default(),
+            headers: &parts.headers,
+            body,
+        },
+    };
+    request.process()
+}
+
+/// One request with everything it needs, before authentication.
 struct XksRequest<'a> {
     state: &'a XksState,
     snapshot: &'a Snapshot,
@@ -176,13 +242,9 @@ impl XksRequest<'_> {
 
     fn health(&self) -> Result<Vec<u8>, XksError> {
         let storage_current = self.state.storage_current.load(Ordering::Relaxed);
-        let report = health::health(
-            self.domain,
-            self.snapshot,
-            &self.state.node,
-            storage_current,
-        )
-        .map_err(service_error)?;
+        let check = self.state.health.check(self.snapshot);
+        let report = health::health(self.domain, &self.state.node, &check, storage_current)
+            .map_err(service_error)?;
         to_json(&body::HealthResponse {
             xks_proxy_fleet_size: report.fleet_size,
             xks_proxy_vendor: health::VENDOR,
@@ -213,6 +275,7 @@ impl XksRequest<'_> {
         let inputs = body::encrypt_inputs(request)?;
         let output = encrypt::encrypt(
             self.domain,
+            self.snapshot.hsm.as_deref(),
             &encrypt::EncryptInput {
                 key_id: self.key_id,
                 kms_key_arn: kms_key_arn(request),
@@ -237,6 +300,7 @@ impl XksRequest<'_> {
         let inputs = body::decrypt_inputs(request)?;
         let output = decrypt::decrypt(
             self.domain,
+            self.snapshot.hsm.as_deref(),
             &decrypt::DecryptInput {
                 key_id: self.key_id,
                 kms_key_arn: kms_key_arn(request),
@@ -332,6 +396,44 @@ fn method_not_allowed(method: &Method) -> Response<Full<Bytes>> {
         .headers_mut()
         .insert(ALLOW, HeaderValue::from_static("POST"));
     response
+}
+
+/// Unauthenticated node health for operators and load balancers: the status and which part
+/// failed, without error details. 200 unless the node is `UNAVAILABLE`, then 503.
+async fn node_health(state: Arc<XksState>, method: &Method) -> Response<Full<Bytes>> {
+    if method != Method::GET && method != Method::HEAD {
+        let mut response = Response::new(Full::new(Bytes::new()));
+        *response.status_mut() = StatusCode::METHOD_NOT_ALLOWED;
+        response
+            .headers_mut()
+            .insert(ALLOW, HeaderValue::from_static("GET, HEAD"));
+        return response;
+    }
+    let snapshot = state.snapshot.load_full();
+    let checked = {
+        let state = state.clone();
+        let snapshot = snapshot.clone();
+        tokio::task::spawn_blocking(move || state.health.check(&snapshot)).await
+    };
+    let Ok(check) = checked else {
+        return error_response(&XksError::internal());
+    };
+    let storage_current = state.storage_current.load(Ordering::Relaxed);
+    let status = health::node_status(&check, storage_current, false);
+    let body = serde_json::json!({
+        "status": status.as_str(),
+        "node": state.node.id,
+        "keyService": if check.software.is_ok() { "ok" } else { "failed" },
+        "hsm": check.hsm.as_ref().map(|hsm| if hsm.is_ok() { "ok" } else { "failed" }),
+        "storage": if storage_current { "current" } else { "unreadable; serving the last snapshot" },
+        "revision": snapshot.revision,
+    });
+    let code = if status == health::HealthStatus::Unavailable {
+        StatusCode::SERVICE_UNAVAILABLE
+    } else {
+        StatusCode::OK
+    };
+    json_response(code, body.to_string().into_bytes())
 }
 
 /// Unauthenticated liveness probe for load balancers.

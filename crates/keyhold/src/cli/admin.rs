@@ -7,7 +7,7 @@ use anyhow::Context as _;
 use serde_json::json;
 
 use crate::config::Settings;
-use crate::keystore::model::{KeyInfo, KeyStatus, KeyUsage};
+use crate::keystore::model::{KeyInfo, KeyStatus, KeyUsage, Protection};
 use crate::keystore::{NewDomain, NewKey, format_time, unix_now};
 
 use super::serve::open_key_store;
@@ -170,8 +170,10 @@ pub(super) fn key(dir: &Path, command: KeyCommand) -> anyhow::Result<()> {
             name,
             description,
             bind_kms_key_arn,
+            protection,
         } => {
             let usage = KeyUsage::parse(&usage).map_err(anyhow::Error::msg)?;
+            let protection = Protection::parse(&protection).map_err(anyhow::Error::msg)?;
             let key = key_store.create_key(&NewKey {
                 domain_id: domain,
                 key_id,
@@ -179,6 +181,7 @@ pub(super) fn key(dir: &Path, command: KeyCommand) -> anyhow::Result<()> {
                 description,
                 usage,
                 bound_kms_key_arn: bind_kms_key_arn,
+                protection,
             })?;
             output::print(&format!(
                 "Created key {} in domain {}\n",
@@ -198,6 +201,7 @@ pub(super) fn key(dir: &Path, command: KeyCommand) -> anyhow::Result<()> {
                         status_text(key.status).to_owned(),
                         key.usage.to_string(),
                         key.primary_version.to_string(),
+                        key.protection.as_str().to_owned(),
                         key.name.clone(),
                     ]
                 })
@@ -205,7 +209,7 @@ pub(super) fn key(dir: &Path, command: KeyCommand) -> anyhow::Result<()> {
             let json = json!(keys.iter().map(key_json).collect::<Vec<_>>());
             output::print_table(
                 format.output,
-                &["KEY ID", "STATUS", "USAGE", "VERSION", "NAME"],
+                &["KEY ID", "STATUS", "USAGE", "VERSION", "PROTECTION", "NAME"],
                 &rows,
                 &json,
             );
@@ -225,7 +229,7 @@ pub(super) fn key(dir: &Path, command: KeyCommand) -> anyhow::Result<()> {
                     ("description", key.description.clone()),
                     ("status", status_text(key.status).to_owned()),
                     ("usage", key.usage.to_string()),
-                    ("protection", "software".to_owned()),
+                    ("protection", key.protection.as_str().to_owned()),
                     ("primary version", key.primary_version.to_string()),
                     (
                         "bound KMS key ARN",

@@ -19,7 +19,7 @@ pub(super) fn run(data_dir: Option<&Path>, listen: Option<SocketAddr>) -> anyhow
         Some(dir) => dir.to_owned(),
         None => fresh_directory()?,
     };
-    init::initialize(&dir)?;
+    init::initialize(&dir, &init::RootChoice::File)?;
     let settings = Settings::load(&dir)?;
     let mut key_store = open_key_store(&settings)?;
     let domain = key_store.create_domain(&NewDomain {

@@ -8,18 +8,34 @@ use std::path::Path;
 use anyhow::{Context as _, bail};
 
 use crate::api::tls;
-use crate::config::{self, Settings};
+use crate::config::{self, PinSource, Settings};
 use crate::keystore::KeyStore;
-use crate::keystore::root::FileRootKey;
+use crate::keystore::root::{FileRootKey, open_root_of_trust};
 use crate::keystore::store::Store;
 
-use super::output;
+use super::{InitArgs, output};
 
 /// Files and folders `init` creates; if any exists, `init` changes nothing.
 const CREATED_ENTRIES: [&str; 4] = [config::CONFIG_FILE_NAME, "root.key", "keyhold.db", "tls"];
 
-pub(super) fn run(dir: &Path) -> anyhow::Result<()> {
-    initialize(dir)?;
+pub(super) fn run(dir: &Path, args: &InitArgs) -> anyhow::Result<()> {
+    let root = match (&args.pkcs11_module, &args.token_label) {
+        (Some(module), Some(token_label)) => {
+            let pin = match (&args.pin_env, &args.pin_file) {
+                (Some(variable), None) => PinSource::Env(variable.clone()),
+                (None, Some(path)) => PinSource::File(std::path::absolute(path)?),
+                _ => bail!("an HSM root of trust needs --pin-env VAR or --pin-file FILE"),
+            };
+            RootChoice::Pkcs11(config::pkcs11_root_section(
+                module,
+                token_label,
+                &pin,
+                &args.root_key_label,
+            ))
+        }
+        _ => RootChoice::File,
+    };
+    initialize(dir, &root)?;
     output::print(&format!(
         "Initialized Keyhold data directory {dir}\n\
          \n\
@@ -33,9 +49,17 @@ pub(super) fn run(dir: &Path) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Where `init` puts the root key.
+pub(super) enum RootChoice {
+    /// A new root-key file in the data directory.
+    File,
+    /// An HSM, described by this `[root_of_trust]` section.
+    Pkcs11(String),
+}
+
 /// Creates the data directory's files: root key, TLS certificates, configuration, database
-/// and the health-check key.
-pub(super) fn initialize(dir: &Path) -> anyhow::Result<()> {
+/// and the health-check keys.
+pub(super) fn initialize(dir: &Path, root: &RootChoice) -> anyhow::Result<()> {
     for entry in CREATED_ENTRIES {
         let path = dir.join(entry);
         if path.exists() {
@@ -57,9 +81,15 @@ pub(super) fn initialize(dir: &Path) -> anyhow::Result<()> {
         .create(&tls_dir)
         .with_context(|| format!("cannot create {}", tls_dir.display()))?;
 
-    FileRootKey::create(&dir.join("root.key"))?;
+    let config_text = match root {
+        RootChoice::File => {
+            FileRootKey::create(&dir.join("root.key"))?;
+            config::TEMPLATE.to_owned()
+        }
+        RootChoice::Pkcs11(section) => config::TEMPLATE.replace(config::FILE_ROOT_SECTION, section),
+    };
     tls::write_dev_certificates(&tls_dir)?;
-    write_config(&dir.join(config::CONFIG_FILE_NAME))?;
+    write_config(&dir.join(config::CONFIG_FILE_NAME), &config_text)?;
 
     let settings = Settings::load(dir)?;
     let store = Store::open(&settings.database_path).with_context(|| {
@@ -68,19 +98,19 @@ pub(super) fn initialize(dir: &Path) -> anyhow::Result<()> {
             settings.database_path.display()
         )
     })?;
-    let root = FileRootKey::load(&settings.root_key_path)?;
-    KeyStore::new(store, Box::new(root)).ensure_health_key()?;
+    let root = open_root_of_trust(&settings.root_of_trust, true)?;
+    KeyStore::new(store, root).ensure_health_key()?;
     Ok(())
 }
 
-fn write_config(path: &Path) -> anyhow::Result<()> {
+fn write_config(path: &Path, text: &str) -> anyhow::Result<()> {
     let mut file = fs::OpenOptions::new()
         .write(true)
         .create_new(true)
         .mode(0o600)
         .open(path)
         .with_context(|| format!("cannot create {}", path.display()))?;
-    file.write_all(config::TEMPLATE.as_bytes())
+    file.write_all(text.as_bytes())
         .and_then(|()| file.sync_all())
         .with_context(|| format!("cannot write {}", path.display()))
 }

@@ -34,7 +34,7 @@ pub struct Cli {
 #[derive(Debug, Subcommand)]
 enum Command {
     /// Create a data directory: root key, database, TLS certificate and keyhold.toml
-    Init,
+    Init(InitArgs),
     /// Serve the XKS API over TLS
     Serve {
         /// Listen address, overriding keyhold.toml [default: 127.0.0.1:8443]
@@ -129,6 +129,10 @@ enum KeyCommand {
         /// Allow only this KMS key ARN to use the key; others get AccessDeniedException
         #[arg(long, value_name = "ARN")]
         bind_kms_key_arn: Option<String>,
+        /// Where the key material lives: software (wrapped by the root key, used in memory) or
+        /// hsm (generated inside the HSM as a non-extractable object; needs a pkcs11 root of trust)
+        #[arg(long, default_value = "software", value_name = "PROTECTION")]
+        protection: String,
     },
     /// List a domain's keys
     List {
@@ -160,6 +164,27 @@ enum KeyCommand {
         /// Key id
         key_id: String,
     },
+}
+
+/// Root-of-trust options of `init`. Without `--pkcs11-module`, the root key is a file.
+#[derive(Debug, Clone, Args)]
+struct InitArgs {
+    /// Keep the root key in an HSM: path of its PKCS#11 module, such as
+    /// /usr/lib/softhsm/libsofthsm2.so
+    #[arg(long, value_name = "PATH", requires = "token_label")]
+    pkcs11_module: Option<PathBuf>,
+    /// Label of the HSM token
+    #[arg(long, value_name = "LABEL", requires = "pkcs11_module")]
+    token_label: Option<String>,
+    /// Environment variable holding the HSM user PIN
+    #[arg(long, value_name = "VAR", conflicts_with = "pin_file")]
+    pin_env: Option<String>,
+    /// File holding the HSM user PIN, readable by its owner only
+    #[arg(long, value_name = "FILE")]
+    pin_file: Option<PathBuf>,
+    /// Label of the root key in the HSM; an existing key is adopted, a missing one created
+    #[arg(long, value_name = "LABEL", default_value = crate::config::DEFAULT_ROOT_KEY_LABEL)]
+    root_key_label: String,
 }
 
 #[derive(Debug, Clone, Copy, Args)]
@@ -197,7 +222,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             .unwrap_or_else(|| PathBuf::from(DEFAULT_DATA_DIR))
     };
     match cli.command {
-        Command::Init => init::run(&dir()),
+        Command::Init(args) => init::run(&dir(), &args),
         Command::Serve { listen } => serve::run(&dir(), listen),
         Command::Domain(command) => admin::domain(&dir(), command),
         Command::Credential(command) => admin::credential(&dir(), command),

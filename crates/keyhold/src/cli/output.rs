@@ -19,8 +19,14 @@ pub(super) fn note(text: &str) {
 /// Prints an error and its causes to stderr.
 pub(super) fn print_error(error: &anyhow::Error) {
     let mut message = format!("error: {error}");
+    let mut shown = error.to_string();
     for cause in error.chain().skip(1) {
-        message.push_str(&format!("\n  caused by: {cause}"));
+        // Many errors already include their cause in their own message.
+        let cause = cause.to_string();
+        if !shown.contains(&cause) {
+            message.push_str(&format!("\n  caused by: {cause}"));
+        }
+        shown = cause;
     }
     let _ = writeln!(std::io::stderr().lock(), "{message}");
 }

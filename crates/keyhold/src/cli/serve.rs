@@ -12,7 +12,7 @@ use tracing_subscriber::EnvFilter;
 use crate::api::{self, XksState, listener, tls};
 use crate::config::{LogFormat, LogSection, Settings};
 use crate::keystore::KeyStore;
-use crate::keystore::root::FileRootKey;
+use crate::keystore::root::open_root_of_trust;
 use crate::keystore::store::Store;
 use crate::service::health::NodeInfo;
 
@@ -59,7 +59,7 @@ impl Server {
         let node = NodeInfo {
             id: settings.node_id.clone(),
             model: format!(
-                "Keyhold {} (software keys, {})",
+                "Keyhold {} (root of trust: {})",
                 env!("CARGO_PKG_VERSION"),
                 key_store.root().describe()
             ),
@@ -105,10 +105,10 @@ impl Server {
 
 /// Opens the store and the root key named in the settings.
 pub(super) fn open_key_store(settings: &Settings) -> anyhow::Result<KeyStore> {
-    let root = FileRootKey::load(&settings.root_key_path)?;
+    let root = open_root_of_trust(&settings.root_of_trust, false)?;
     let store = Store::open(&settings.database_path)
         .with_context(|| format!("cannot open database {}", settings.database_path.display()))?;
-    Ok(KeyStore::new(store, Box::new(root)))
+    Ok(KeyStore::new(store, root))
 }
 
 pub(super) fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {

@@ -75,6 +75,55 @@ pub enum RootOfTrustSection {
         /// The 32-byte root-key file.
         path: PathBuf,
     },
+    /// A non-extractable AES-256 key inside an HSM, reached through PKCS#11.
+    Pkcs11(Pkcs11Section),
+}
+
+/// `[root_of_trust]` with `provider = "pkcs11"`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Pkcs11Section {
+    /// Path of the PKCS#11 module.
+    pub module: PathBuf,
+    /// Label of the token.
+    pub token_label: String,
+    /// Environment variable that holds the user PIN.
+    pub pin_env: Option<String>,
+    /// File that holds the user PIN, readable by its owner only.
+    pub pin_file: Option<PathBuf>,
+    /// Label of the root key.
+    #[serde(default = "default_root_key_label")]
+    pub root_key_label: String,
+    /// Sessions in the pool.
+    #[serde(default = "default_sessions")]
+    pub sessions: usize,
+    /// Longest wait for a free session, in milliseconds.
+    #[serde(default = "default_session_wait_ms")]
+    pub session_wait_ms: u64,
+}
+
+/// Where the root key lives, validated.
+#[derive(Debug, Clone)]
+pub enum RootOfTrustSettings {
+    /// A root-key file.
+    File(PathBuf),
+    /// An HSM.
+    Pkcs11(Pkcs11Section),
+}
+
+/// Default label of the root key in an HSM.
+pub const DEFAULT_ROOT_KEY_LABEL: &str = "keyhold-root";
+
+fn default_root_key_label() -> String {
+    DEFAULT_ROOT_KEY_LABEL.to_owned()
+}
+
+fn default_sessions() -> usize {
+    4
+}
+
+fn default_session_wait_ms() -> u64 {
+    100
 }
 
 /// `[storage]`.
@@ -141,8 +190,8 @@ pub struct Settings {
     pub tls_private_key: PathBuf,
     /// Mutual TLS: CA file and accepted names.
     pub client_auth: Option<(PathBuf, Vec<String>)>,
-    /// Root-key file.
-    pub root_key_path: PathBuf,
+    /// Root of trust.
+    pub root_of_trust: RootOfTrustSettings,
     /// SQLite database.
     pub database_path: PathBuf,
     /// Log settings.
@@ -219,7 +268,23 @@ impl Settings {
             Some(auth) => Some((resolve(&auth.ca), auth.allowed_subjects)),
             None => None,
         };
-        let RootOfTrustSection::File { path: root_key } = file.root_of_trust;
+        let root_of_trust = match file.root_of_trust {
+            RootOfTrustSection::File { path } => RootOfTrustSettings::File(resolve(&path)),
+            RootOfTrustSection::Pkcs11(mut section) => {
+                if section.pin_env.is_some() == section.pin_file.is_some() {
+                    return Err(
+                        "root_of_trust: set exactly one of pin_env and pin_file; the PIN \
+                         itself never goes in this file"
+                            .to_owned(),
+                    );
+                }
+                if section.sessions == 0 {
+                    return Err("root_of_trust.sessions must be at least 1".to_owned());
+                }
+                section.pin_file = section.pin_file.map(|path| resolve(&path));
+                RootOfTrustSettings::Pkcs11(section)
+            }
+        };
         let StorageSection::Sqlite { path: database } = file.storage;
         Ok(Self {
             data_dir: data_dir.to_owned(),
@@ -229,7 +294,7 @@ impl Settings {
             tls_certificate: resolve(&file.tls.certificate),
             tls_private_key: resolve(&file.tls.private_key),
             client_auth,
-            root_key_path: resolve(&root_key),
+            root_of_trust,
             database_path: resolve(&database),
             log: file.log,
         })
@@ -244,6 +309,56 @@ fn host_name() -> String {
         .filter(|name| !name.is_empty())
         .unwrap_or_else(|| "keyhold".to_owned())
 }
+
+/// The `[root_of_trust]` section of the template for an HSM.
+///
+/// Values are written as TOML basic strings, so quotes and backslashes in them are escaped.
+pub fn pkcs11_root_section(
+    module: &Path,
+    token_label: &str,
+    pin_source: &PinSource,
+    root_key_label: &str,
+) -> String {
+    let quote = |text: &str| toml::Value::String(text.to_owned()).to_string();
+    let pin = match pin_source {
+        PinSource::Env(variable) => format!("pin_env = {}", quote(variable)),
+        PinSource::File(path) => format!("pin_file = {}", quote(&path.to_string_lossy())),
+    };
+    format!(
+        "[root_of_trust]\n\
+         # The root key is a non-extractable AES-256 key inside an HSM, used through PKCS#11. It\n\
+         # wraps all key material and SigV4 secrets at rest and never leaves the HSM.\n\
+         provider = \"pkcs11\"\n\
+         module = {module}\n\
+         token_label = {token}\n\
+         # The user PIN comes from an environment variable or a file readable by its owner only.\n\
+         {pin}\n\
+         root_key_label = {root}\n\
+         # PKCS#11 sessions in the pool, and the longest wait for a free one before a request\n\
+         # fails with DependencyTimeoutException.\n\
+         sessions = 4\n\
+         session_wait_ms = 100\n",
+        module = quote(&module.to_string_lossy()),
+        token = quote(token_label),
+        root = quote(root_key_label),
+    )
+}
+
+/// Where the HSM user PIN is read from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PinSource {
+    /// An environment variable.
+    Env(String),
+    /// A file.
+    File(PathBuf),
+}
+
+/// The `[root_of_trust]` section of [`TEMPLATE`], which a PKCS#11 section replaces.
+pub const FILE_ROOT_SECTION: &str = "[root_of_trust]
+# The root key that wraps all key material and SigV4 secrets at rest.
+provider = \"file\"
+path = \"root.key\"
+";
 
 /// The commented configuration file `keyhold init` writes.
 pub const TEMPLATE: &str = r#"# Keyhold configuration. Relative paths are resolved against this file's directory.
@@ -293,9 +408,52 @@ mod tests {
         let file: ConfigFile = toml::from_str(TEMPLATE).expect("template parses");
         let settings = Settings::from_file(Path::new("/data"), file).expect("valid");
         assert_eq!(settings.listen.to_string(), DEFAULT_LISTEN);
-        assert_eq!(settings.root_key_path, Path::new("/data/root.key"));
+        assert!(matches!(
+            &settings.root_of_trust,
+            RootOfTrustSettings::File(path) if path == Path::new("/data/root.key")
+        ));
         assert_eq!(settings.database_path, Path::new("/data/keyhold.db"));
         assert!(settings.client_auth.is_none());
+    }
+
+    #[test]
+    fn pkcs11_needs_exactly_one_pin_source() {
+        let section = |pins: &str| {
+            TEMPLATE.replace(
+                "provider = \"file\"\npath = \"root.key\"",
+                &format!("provider = \"pkcs11\"\nmodule = \"/m.so\"\ntoken_label = \"t\"\n{pins}"),
+            )
+        };
+        let parse = |text: String| {
+            let file: ConfigFile = toml::from_str(&text).expect("parses");
+            Settings::from_file(Path::new("/data"), file)
+        };
+        assert!(parse(section("")).is_err());
+        assert!(parse(section("pin_env = \"P\"\npin_file = \"p\"")).is_err());
+        let settings = parse(section("pin_file = \"hsm.pin\"")).expect("valid");
+        let RootOfTrustSettings::Pkcs11(pkcs11) = settings.root_of_trust else {
+            panic!("expected pkcs11");
+        };
+        assert_eq!(pkcs11.pin_file.as_deref(), Some(Path::new("/data/hsm.pin")));
+        assert_eq!(pkcs11.root_key_label, DEFAULT_ROOT_KEY_LABEL);
+    }
+
+    #[test]
+    fn template_contains_file_root_section() {
+        assert!(TEMPLATE.contains(FILE_ROOT_SECTION));
+        let section = pkcs11_root_section(
+            Path::new("/usr/lib/softhsm/libsofthsm2.so"),
+            "tok \"1\"",
+            &PinSource::Env("PIN".to_owned()),
+            "root",
+        );
+        let file: ConfigFile =
+            toml::from_str(&TEMPLATE.replace(FILE_ROOT_SECTION, &section)).expect("parses");
+        let RootOfTrustSection::Pkcs11(pkcs11) = file.root_of_trust else {
+            panic!("expected pkcs11");
+        };
+        assert_eq!(pkcs11.token_label, "tok \"1\"");
+        assert_eq!(pkcs11.pin_env.as_deref(), Some("PIN"));
     }
 
     #[test]

@@ -16,11 +16,13 @@ use zeroize::Zeroizing;
 
 use crate::auth::Sigv4Secret;
 use crate::crypto;
+use crate::hsm::{HsmError, HsmKey};
 use model::{
-    CredentialInfo, Domain, DomainStatus, KeyInfo, KeyStatus, KeyUsage, Protection, WrappedVersion,
+    CredentialInfo, Domain, DomainStatus, KeyInfo, KeyStatus, KeyUsage, Protection, StoredMaterial,
+    StoredVersion,
 };
 use root::{RootError, RootOfTrust, WrapContext};
-use snapshot::{HEALTH_KEY_NAME, Snapshot};
+use snapshot::{HEALTH_KEY_NAME, HSM_HEALTH_KEY_LABEL, Snapshot};
 use store::{Store, StoreError};
 
 /// Length of generated access key ids; the XKS API allows 20 to 30 characters of `[A-Z2-7]`.
@@ -57,6 +59,8 @@ pub struct NewKey {
     pub usage: KeyUsage,
     /// The only `kmsKeyArn` allowed to use the key.
     pub bound_kms_key_arn: Option<String>,
+    /// Where the material lives.
+    pub protection: Protection,
 }
 
 impl NewKey {
@@ -69,6 +73,7 @@ impl NewKey {
             description: String::new(),
             usage: KeyUsage::ENCRYPT_DECRYPT,
             bound_kms_key_arn: None,
+            protection: Protection::Software,
         }
     }
 }
@@ -202,40 +207,101 @@ impl KeyStore {
             description: new.description.clone(),
             usage: new.usage,
             status: KeyStatus::Enabled,
-            protection: Protection::Software,
+            protection: new.protection,
             primary_version: 1,
             bound_kms_key_arn: new.bound_kms_key_arn.clone(),
             created_at: now,
         };
-        let material = crypto::generate_key().map_err(RootError::from)?;
-        let context = WrapContext::KeyVersion {
-            domain_id,
-            key_id: &key_id,
-            version: 1,
+        let material = match new.protection {
+            Protection::Software => StoredMaterial::Wrapped(self.wrap_new_material(&key, 1)?),
+            Protection::Hsm => StoredMaterial::Hsm(self.generate_in_hsm(&key, 1)?),
         };
-        let first = WrappedVersion {
+        let first = StoredVersion {
             version: 1,
-            wrapped: self.root.wrap(context, material.as_ref())?,
+            material,
             created_at: now,
         };
-        self.store.create_key(&key, &first)?;
+        if let Err(error) = self.store.create_key(&key, &first) {
+            // Remove the HSM object this call made, unless another call created the same key
+            // meanwhile and now owns the object under that label.
+            if let (StoredMaterial::Hsm(label), Some(hsm)) = (&first.material, self.root.hsm())
+                && !matches!(error, StoreError::AlreadyExists(_))
+                && let Err(cleanup) = hsm.destroy_key(label)
+            {
+                tracing::warn!(%cleanup, label, "cannot remove the HSM object of a key that was not stored");
+            }
+            return Err(error.into());
+        }
         Ok(key)
     }
 
-    /// Creates the health-check key unless it exists; returns whether it was created.
+    fn wrap_new_material(&self, key: &KeyInfo, version: u32) -> Result<Vec<u8>, Error> {
+        let material = crypto::generate_key().map_err(RootError::from)?;
+        let context = WrapContext::KeyVersion {
+            domain_id: &key.domain_id,
+            key_id: &key.key_id,
+            version,
+        };
+        Ok(self.root.wrap(context, material.as_ref())?)
+    }
+
+    /// Generates a version's material inside the HSM and returns its label.
+    fn generate_in_hsm(&self, key: &KeyInfo, version: u32) -> Result<String, Error> {
+        let hsm = self.root.hsm().ok_or_else(|| {
+            Error::Invalid(
+                "HSM protection needs an HSM root of trust: set provider = \"pkcs11\" in the \
+                 [root_of_trust] section of keyhold.toml"
+                    .to_owned(),
+            )
+        })?;
+        if self.store.key(&key.domain_id, &key.key_id).is_ok() {
+            return Err(StoreError::AlreadyExists(format!(
+                "key {:?} in domain {:?} (key ids are never reused)",
+                key.key_id, key.domain_id
+            ))
+            .into());
+        }
+        let label = model::hsm_label(&key.domain_id, &key.key_id, version);
+        // An object under this label can only be left over from a creation that stopped before
+        // its row was stored, because the key id is not in the store.
+        if hsm.destroy_key(&label).map_err(RootError::from)? {
+            tracing::warn!(
+                label,
+                "removed an HSM object left over from an interrupted key creation"
+            );
+        }
+        hsm.generate_key(&label).map_err(RootError::from)?;
+        Ok(label)
+    }
+
+    /// Creates the health-check keys unless they exist: one wrapped in the store and, with an
+    /// HSM root of trust, one inside the HSM. Returns whether any was created.
     ///
     /// # Errors
     ///
     /// Returns [`Error`] when the store or the root of trust fails.
     pub fn ensure_health_key(&mut self) -> Result<bool, Error> {
+        let mut created = false;
+        if let Some(hsm) = self.root.hsm() {
+            match hsm.key_protection(HsmKey::Label(HSM_HEALTH_KEY_LABEL)) {
+                Ok(_) => {}
+                Err(HsmError::KeyNotFound(_)) => {
+                    hsm.generate_key(HSM_HEALTH_KEY_LABEL)
+                        .map_err(RootError::from)?;
+                    created = true;
+                }
+                Err(error) => return Err(RootError::from(error).into()),
+            }
+        }
         let material = crypto::generate_key().map_err(RootError::from)?;
         let context = WrapContext::SystemKey {
             name: HEALTH_KEY_NAME,
         };
         let wrapped = self.root.wrap(context, material.as_ref())?;
-        Ok(self
+        let stored = self
             .store
-            .insert_system_key(HEALTH_KEY_NAME, &wrapped, unix_now())?)
+            .insert_system_key(HEALTH_KEY_NAME, &wrapped, unix_now())?;
+        Ok(created || stored)
     }
 
     /// Reads the store and builds a snapshot.

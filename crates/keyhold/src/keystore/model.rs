@@ -39,6 +39,31 @@ pub enum KeyStatus {
 pub enum Protection {
     /// Material wrapped under the root key and used in Keyhold's memory.
     Software,
+    /// Material generated inside the HSM as a non-extractable object; every operation runs there.
+    Hsm,
+}
+
+impl Protection {
+    /// Parses `software` or `hsm`.
+    ///
+    /// # Errors
+    ///
+    /// Returns a message naming the accepted values.
+    pub fn parse(text: &str) -> Result<Self, String> {
+        match text {
+            "software" => Ok(Self::Software),
+            "hsm" => Ok(Self::Hsm),
+            other => Err(format!("unknown protection {other:?}; use software or hsm")),
+        }
+    }
+
+    /// `software` or `hsm`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Software => "software",
+            Self::Hsm => "hsm",
+        }
+    }
 }
 
 /// The operations a key allows; never empty.
@@ -192,24 +217,39 @@ pub struct KeyInfo {
     pub created_at: i64,
 }
 
-/// One version of a key's material, wrapped under the root key.
-#[derive(Clone, PartialEq, Eq)]
-pub struct WrappedVersion {
+/// One version of a key as stored.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredVersion {
     /// Version number, from 1.
     pub version: u32,
-    /// Material wrapped by the root of trust.
-    pub wrapped: Vec<u8>,
+    /// Where the material is.
+    pub material: StoredMaterial,
     /// Creation time, Unix seconds.
     pub created_at: i64,
 }
 
-impl fmt::Debug for WrappedVersion {
+/// The material of a stored version.
+#[derive(Clone, PartialEq, Eq)]
+pub enum StoredMaterial {
+    /// Wrapped by the root of trust.
+    Wrapped(Vec<u8>),
+    /// Label of a non-extractable HSM object.
+    Hsm(String),
+}
+
+impl fmt::Debug for StoredMaterial {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("WrappedVersion")
-            .field("version", &self.version)
-            .field("created_at", &self.created_at)
-            .finish_non_exhaustive()
+        match self {
+            Self::Wrapped(_) => f.write_str("Wrapped(..)"),
+            Self::Hsm(label) => f.debug_tuple("Hsm").field(label).finish(),
+        }
     }
+}
+
+/// The HSM object label of a key version: unique per domain, key and version, so a row moved
+/// onto another key points at an object that does not exist.
+pub fn hsm_label(domain_id: &str, key_id: &str, version: u32) -> String {
+    format!("keyhold/{domain_id}/{key_id}/v{version}")
 }
 
 /// Checks a domain id against `[a-z0-9-]{1,63}`.

@@ -9,9 +9,15 @@ use std::io::Write as _;
 use std::os::unix::fs::{OpenOptionsExt as _, PermissionsExt as _};
 use std::path::{Path, PathBuf};
 
+use std::sync::Arc;
+use std::time::Duration;
+
+use cryptoki::types::AuthPin;
 use zeroize::Zeroizing;
 
+use crate::config::{Pkcs11Section, RootOfTrustSettings};
 use crate::crypto::{self, DataKey, IV_LEN, KEY_LEN, TAG_LEN};
+use crate::hsm::{Hsm, HsmConfig, HsmError, HsmKey};
 
 /// Format byte of wrapped values.
 const WRAP_FORMAT_V1: u8 = 1;
@@ -119,6 +125,12 @@ pub enum RootError {
     /// A cryptographic primitive failed.
     #[error("root-key cryptography failed: {0}")]
     Crypto(#[from] crypto::CryptoError),
+    /// The HSM failed.
+    #[error(transparent)]
+    Hsm(#[from] HsmError),
+    /// The HSM PIN could not be read.
+    #[error("{0}")]
+    Pin(String),
 }
 
 /// A root of trust that wraps secrets for storage.
@@ -143,6 +155,141 @@ pub trait RootOfTrust: Send + Sync {
 
     /// A short description for logs and health, such as `root-key file /path`.
     fn describe(&self) -> String;
+
+    /// The HSM behind this root of trust, which can also hold HSM-resident keys.
+    fn hsm(&self) -> Option<&Arc<Hsm>> {
+        None
+    }
+}
+
+/// Opens the configured root of trust. With `create_hsm_root`, a missing root key in the HSM
+/// is generated; otherwise a missing root key is an error.
+///
+/// # Errors
+///
+/// Returns [`RootError`] naming the file, the PIN source or the HSM step that failed.
+pub fn open_root_of_trust(
+    settings: &RootOfTrustSettings,
+    create_hsm_root: bool,
+) -> Result<Box<dyn RootOfTrust>, RootError> {
+    match settings {
+        RootOfTrustSettings::File(path) => Ok(Box::new(FileRootKey::load(path)?)),
+        RootOfTrustSettings::Pkcs11(section) => {
+            let config = HsmConfig {
+                module: section.module.clone(),
+                token_label: section.token_label.clone(),
+                pin: read_pin(section)?,
+                root_key_label: section.root_key_label.clone(),
+                sessions: section.sessions,
+                session_wait: Duration::from_millis(section.session_wait_ms),
+            };
+            let hsm = if create_hsm_root {
+                Hsm::open_or_create_root(config)?
+            } else {
+                Hsm::open(config)?
+            };
+            Ok(Box::new(Pkcs11Root { hsm: Arc::new(hsm) }))
+        }
+    }
+}
+
+/// Reads the user PIN from the configured environment variable or file.
+fn read_pin(section: &Pkcs11Section) -> Result<AuthPin, RootError> {
+    if let Some(variable) = &section.pin_env {
+        let pin = std::env::var(variable).map_err(|_| {
+            RootError::Pin(format!(
+                "environment variable {variable} with the HSM user PIN is not set"
+            ))
+        })?;
+        return Ok(AuthPin::from(pin));
+    }
+    let Some(path) = &section.pin_file else {
+        return Err(RootError::Pin("no HSM PIN source configured".to_owned()));
+    };
+    let mode = fs::metadata(path)
+        .map_err(|source| RootError::Io {
+            path: path.clone(),
+            source,
+        })?
+        .permissions()
+        .mode();
+    if mode & 0o077 != 0 {
+        return Err(RootError::Pin(format!(
+            "HSM PIN file {} has mode {:o}, so other users can read it; run `chmod 600 {}`",
+            path.display(),
+            mode & 0o777,
+            path.display()
+        )));
+    }
+    let text = Zeroizing::new(fs::read_to_string(path).map_err(|source| RootError::Io {
+        path: path.clone(),
+        source,
+    })?);
+    Ok(AuthPin::from(
+        text.trim_end_matches(['\n', '\r']).to_owned(),
+    ))
+}
+
+/// A root key inside an HSM; wrapping and unwrapping run there with `CKM_AES_GCM`.
+pub struct Pkcs11Root {
+    hsm: Arc<Hsm>,
+}
+
+impl RootOfTrust for Pkcs11Root {
+    fn wrap(&self, context: WrapContext<'_>, secret: &[u8]) -> Result<Vec<u8>, RootError> {
+        let mut iv = [0u8; IV_LEN];
+        crypto::fill_random(&mut iv)?;
+        let (ciphertext, tag) = self
+            .hsm
+            .encrypt(HsmKey::Root, &iv, secret, &context.to_aad())?;
+        Ok(encode_wrapped(&iv, &ciphertext, &tag))
+    }
+
+    fn unwrap(
+        &self,
+        context: WrapContext<'_>,
+        wrapped: &[u8],
+    ) -> Result<Zeroizing<Vec<u8>>, RootError> {
+        let (iv, ciphertext, tag) = decode_wrapped(wrapped)?;
+        match self
+            .hsm
+            .decrypt(HsmKey::Root, iv, ciphertext, tag, &context.to_aad())
+        {
+            Ok(secret) => Ok(secret),
+            Err(HsmError::TagMismatch) => Err(RootError::Unwrap),
+            Err(error) => Err(error.into()),
+        }
+    }
+
+    fn describe(&self) -> String {
+        self.hsm.describe()
+    }
+
+    fn hsm(&self) -> Option<&Arc<Hsm>> {
+        Some(&self.hsm)
+    }
+}
+
+fn encode_wrapped(iv: &[u8], ciphertext: &[u8], tag: &[u8]) -> Vec<u8> {
+    let mut wrapped = Vec::with_capacity(1 + iv.len() + ciphertext.len() + tag.len());
+    wrapped.push(WRAP_FORMAT_V1);
+    wrapped.extend_from_slice(iv);
+    wrapped.extend_from_slice(ciphertext);
+    wrapped.extend_from_slice(tag);
+    wrapped
+}
+
+/// IV, ciphertext and tag of a wrapped value.
+type WrappedParts<'a> = (&'a [u8], &'a [u8], &'a [u8]);
+
+/// Splits a wrapped value into IV, ciphertext and tag.
+fn decode_wrapped(wrapped: &[u8]) -> Result<WrappedParts<'_>, RootError> {
+    if wrapped.len() < 1 + IV_LEN + TAG_LEN || wrapped[0] != WRAP_FORMAT_V1 {
+        return Err(RootError::Unwrap);
+    }
+    let (iv, rest) = wrapped[1..].split_at(IV_LEN);
+    let (ciphertext, tag) = rest.split_at(rest.len() - TAG_LEN);
+    Ok((iv, ciphertext, tag))
 }
 
 /// A root key kept in a file of 32 random bytes, readable by its owner only.
@@ -219,12 +366,7 @@ impl FileRootKey {
 impl RootOfTrust for FileRootKey {
     fn wrap(&self, context: WrapContext<'_>, secret: &[u8]) -> Result<Vec<u8>, RootError> {
         let sealed = self.key.seal(secret, &context.to_aad())?;
-        let mut wrapped = Vec::with_capacity(1 + IV_LEN + secret.len() + TAG_LEN);
-        wrapped.push(WRAP_FORMAT_V1);
-        wrapped.extend_from_slice(&sealed.iv);
-        wrapped.extend_from_slice(&sealed.ciphertext);
-        wrapped.extend_from_slice(&sealed.tag);
-        Ok(wrapped)
+        Ok(encode_wrapped(&sealed.iv, &sealed.ciphertext, &sealed.tag))
     }
 
     fn unwrap(
@@ -232,11 +374,7 @@ impl RootOfTrust for FileRootKey {
         context: WrapContext<'_>,
         wrapped: &[u8],
     ) -> Result<Zeroizing<Vec<u8>>, RootError> {
-        if wrapped.len() < 1 + IV_LEN + TAG_LEN || wrapped[0] != WRAP_FORMAT_V1 {
-            return Err(RootError::Unwrap);
-        }
-        let (iv, rest) = wrapped[1..].split_at(IV_LEN);
-        let (ciphertext, tag) = rest.split_at(rest.len() - TAG_LEN);
+        let (iv, ciphertext, tag) = decode_wrapped(wrapped)?;
         self.key
             .open(iv, ciphertext, tag, &context.to_aad())
             .map_err(|_| RootError::Unwrap)

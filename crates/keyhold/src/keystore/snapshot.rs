@@ -9,13 +9,17 @@ use std::sync::Arc;
 
 use crate::auth::Sigv4Secret;
 use crate::crypto::DataKey;
+use crate::hsm::Hsm;
 
-use super::model::{Domain, KeyInfo};
+use super::model::{Domain, KeyInfo, Protection, StoredMaterial, hsm_label};
 use super::root::{RootOfTrust, WrapContext};
 use super::store::Dataset;
 
 /// Name of the system key used by the deep health check.
 pub const HEALTH_KEY_NAME: &str = "xks-health";
+
+/// Label of the HSM object used by the deep health check when the root of trust is an HSM.
+pub const HSM_HEALTH_KEY_LABEL: &str = "keyhold/health";
 
 /// A consistent view of everything the XKS data path needs.
 #[derive(Debug, Default)]
@@ -25,6 +29,8 @@ pub struct Snapshot {
     domains_by_prefix: HashMap<String, Arc<DomainView>>,
     /// Key for the deep health check; `None` when missing or not unwrappable.
     pub health_key: Option<DataKey>,
+    /// The HSM, when the root of trust is one; it holds HSM-resident keys.
+    pub hsm: Option<Arc<Hsm>>,
     /// Rows that could not be used, for the operator; never contains secrets.
     pub problems: Vec<String>,
 }
@@ -36,6 +42,7 @@ pub struct DomainView {
     pub domain: Domain,
     credentials: HashMap<String, Sigv4Secret>,
     keys: HashMap<String, KeyView>,
+    hsm_keys: usize,
 }
 
 /// One key with the material of its versions.
@@ -43,14 +50,29 @@ pub struct DomainView {
 pub struct KeyView {
     /// The key's attributes.
     pub info: KeyInfo,
-    versions: BTreeMap<u32, Option<DataKey>>,
+    versions: BTreeMap<u32, VersionMaterial>,
+}
+
+/// The usable form of a version's material.
+#[derive(Debug)]
+#[expect(
+    clippy::large_enum_variant,
+    reason = "most versions are software keys; boxing them would add a pointer chase per request"
+)]
+enum VersionMaterial {
+    /// Unwrapped material; `None` when it did not unwrap.
+    Software(Option<DataKey>),
+    /// Label of the HSM object.
+    Hsm(String),
 }
 
 /// Result of looking up a key version.
 #[derive(Debug)]
 pub enum VersionLookup<'a> {
-    /// Usable material.
+    /// Usable material in memory.
     Ready(&'a DataKey),
+    /// Material inside the HSM, used through its label.
+    Hsm(&'a str),
     /// The version exists but its material did not unwrap; the snapshot's problems say why.
     Unavailable,
     /// No such version.
@@ -72,6 +94,7 @@ impl Snapshot {
                     domain,
                     credentials: HashMap::new(),
                     keys: HashMap::new(),
+                    hsm_keys: 0,
                 };
                 (view.domain.id.clone(), view)
             })
@@ -106,19 +129,38 @@ impl Snapshot {
                     key_id: &info.key_id,
                     version: version.version,
                 };
-                let key = root
-                    .unwrap(context, &version.wrapped)
-                    .ok()
-                    .and_then(|material| DataKey::new(&material).ok());
-                if key.is_none() {
-                    problems.push(format!(
-                        "version {} of key {} in domain {} did not unwrap under the root key",
-                        version.version, info.key_id, info.domain_id
-                    ));
-                }
-                unwrapped.insert(version.version, key);
+                let material = match version.material {
+                    StoredMaterial::Wrapped(wrapped) => {
+                        let key = root
+                            .unwrap(context, &wrapped)
+                            .ok()
+                            .and_then(|material| DataKey::new(&material).ok());
+                        if key.is_none() {
+                            problems.push(format!(
+                                "version {} of key {} in domain {} did not unwrap under the root key",
+                                version.version, info.key_id, info.domain_id
+                            ));
+                        }
+                        VersionMaterial::Software(key)
+                    }
+                    StoredMaterial::Hsm(label) => {
+                        if label != hsm_label(&info.domain_id, &info.key_id, version.version) {
+                            problems.push(format!(
+                                "version {} of key {} in domain {} names HSM object {label:?}, which belongs to another key",
+                                version.version, info.key_id, info.domain_id
+                            ));
+                            VersionMaterial::Software(None)
+                        } else {
+                            VersionMaterial::Hsm(label)
+                        }
+                    }
+                };
+                unwrapped.insert(version.version, material);
             }
             if let Some(view) = domains.get_mut(&info.domain_id) {
+                if info.protection == Protection::Hsm {
+                    view.hsm_keys += 1;
+                }
                 view.keys.insert(
                     info.key_id.clone(),
                     KeyView {
@@ -150,6 +192,7 @@ impl Snapshot {
                 .map(|view| (view.domain.uri_prefix.clone(), Arc::new(view)))
                 .collect(),
             health_key,
+            hsm: root.hsm().cloned(),
             problems,
         }
     }
@@ -171,6 +214,11 @@ impl DomainView {
         self.credentials.get(access_key_id)
     }
 
+    /// Number of HSM-resident keys in this domain.
+    pub fn hsm_key_count(&self) -> usize {
+        self.hsm_keys
+    }
+
     /// A key of this domain.
     pub fn key(&self, key_id: &str) -> Option<&KeyView> {
         self.keys.get(key_id)
@@ -181,8 +229,9 @@ impl KeyView {
     /// The material of a version.
     pub fn version(&self, version: u32) -> VersionLookup<'_> {
         match self.versions.get(&version) {
-            Some(Some(key)) => VersionLookup::Ready(key),
-            Some(None) => VersionLookup::Unavailable,
+            Some(VersionMaterial::Software(Some(key))) => VersionLookup::Ready(key),
+            Some(VersionMaterial::Hsm(label)) => VersionLookup::Hsm(label),
+            Some(VersionMaterial::Software(None)) => VersionLookup::Unavailable,
             None => VersionLookup::Missing,
         }
     }

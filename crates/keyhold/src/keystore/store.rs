@@ -12,7 +12,7 @@ use rusqlite::{Connection, OptionalExtension as _, TransactionBehavior, params};
 
 use super::model::{
     CredentialInfo, Domain, DomainStatus, KeyInfo, KeyStatus, KeyUsage, MAX_ACTIVE_CREDENTIALS,
-    Protection, WrappedVersion,
+    Protection, StoredMaterial, StoredVersion,
 };
 
 /// Schema version this build writes and reads.
@@ -49,7 +49,7 @@ CREATE TABLE keys (
     usage_encrypt INTEGER NOT NULL,
     usage_decrypt INTEGER NOT NULL,
     status TEXT NOT NULL CHECK (status IN ('ENABLED', 'DISABLED')),
-    protection TEXT NOT NULL CHECK (protection IN ('software')),
+    protection TEXT NOT NULL CHECK (protection IN ('software', 'hsm')),
     primary_version INTEGER NOT NULL,
     bound_kms_key_arn TEXT,
     created_at INTEGER NOT NULL,
@@ -59,8 +59,10 @@ CREATE TABLE key_versions (
     domain_id TEXT NOT NULL,
     key_id TEXT NOT NULL,
     version INTEGER NOT NULL,
-    wrapped_material BLOB NOT NULL,
+    wrapped_material BLOB,
+    hsm_label TEXT,
     created_at INTEGER NOT NULL,
+    CHECK ((wrapped_material IS NULL) <> (hsm_label IS NULL)),
     PRIMARY KEY (domain_id, key_id, version),
     FOREIGN KEY (domain_id, key_id) REFERENCES keys (domain_id, key_id)
 );
@@ -109,7 +111,7 @@ pub struct Dataset {
     /// Active credentials with their wrapped secrets.
     pub credentials: Vec<(CredentialInfo, Vec<u8>)>,
     /// All keys with their versions.
-    pub keys: Vec<(KeyInfo, Vec<WrappedVersion>)>,
+    pub keys: Vec<(KeyInfo, Vec<StoredVersion>)>,
     /// System keys by name.
     pub system_keys: Vec<(String, Vec<u8>)>,
 }
@@ -307,7 +309,7 @@ impl Store {
     /// # Errors
     ///
     /// Returns [`StoreError::AlreadyExists`] when the key id is taken in the domain.
-    pub fn create_key(&mut self, key: &KeyInfo, first: &WrappedVersion) -> Result<(), StoreError> {
+    pub fn create_key(&mut self, key: &KeyInfo, first: &StoredVersion) -> Result<(), StoreError> {
         self.write(|tx| {
             domain_exists(tx, &key.domain_id)?;
             let taken: bool = tx.query_row(
@@ -334,16 +336,28 @@ impl Store {
                     key.usage.encrypt(),
                     key.usage.decrypt(),
                     key_status_text(key.status),
-                    protection_text(key.protection),
+                    key.protection.as_str(),
                     key.primary_version,
                     key.bound_kms_key_arn,
                     key.created_at
                 ],
             )?;
+            let (wrapped, hsm_label) = match &first.material {
+                StoredMaterial::Wrapped(wrapped) => (Some(wrapped.as_slice()), None),
+                StoredMaterial::Hsm(label) => (None, Some(label.as_str())),
+            };
             tx.execute(
-                "INSERT INTO key_versions (domain_id, key_id, version, wrapped_material, created_at)
-                 VALUES (?1, ?2, ?3, ?4, ?5)",
-                params![key.domain_id, key.key_id, first.version, first.wrapped, first.created_at],
+                "INSERT INTO key_versions (domain_id, key_id, version, wrapped_material,
+                     hsm_label, created_at)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+                params![
+                    key.domain_id,
+                    key.key_id,
+                    first.version,
+                    wrapped,
+                    hsm_label,
+                    first.created_at
+                ],
             )?;
             Ok(())
         })
@@ -462,21 +476,30 @@ impl Store {
             let mut statement = tx.prepare(&format!("{KEY_COLUMNS} ORDER BY domain_id, key_id"))?;
             let rows = statement.query_map([], key_from_row)?;
             rows.map(|row| row?.map(|key| (key, Vec::new())))
-                .collect::<Result<Vec<(KeyInfo, Vec<WrappedVersion>)>, StoreError>>()?
+                .collect::<Result<Vec<(KeyInfo, Vec<StoredVersion>)>, StoreError>>()?
         };
         {
             let mut statement = tx.prepare(
-                "SELECT domain_id, key_id, version, wrapped_material, created_at FROM key_versions
-                 ORDER BY domain_id, key_id, version",
+                "SELECT domain_id, key_id, version, wrapped_material, hsm_label, created_at
+                 FROM key_versions ORDER BY domain_id, key_id, version",
             )?;
             let mut rows = statement.query([])?;
             while let Some(row) = rows.next()? {
                 let domain_id: String = row.get(0)?;
                 let key_id: String = row.get(1)?;
-                let version = WrappedVersion {
+                let material = match (row.get::<_, Option<Vec<u8>>>(3)?, row.get(4)?) {
+                    (Some(wrapped), None) => StoredMaterial::Wrapped(wrapped),
+                    (None, Some(label)) => StoredMaterial::Hsm(label),
+                    _ => {
+                        return Err(StoreError::Corrupt(format!(
+                            "version of key {key_id:?} needs exactly one of wrapped material and an HSM label"
+                        )));
+                    }
+                };
+                let version = StoredVersion {
                     version: row.get(2)?,
-                    wrapped: row.get(3)?,
-                    created_at: row.get(4)?,
+                    material,
+                    created_at: row.get(5)?,
                 };
                 let position = keys.binary_search_by(|(key, _)| {
                     (key.domain_id.as_str(), key.key_id.as_str())
@@ -608,11 +631,11 @@ fn key_from_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<Result<KeyInfo, Sto
         }
     };
     let protection: String = row.get(7)?;
-    let protection = match protection.as_str() {
-        "software" => Protection::Software,
-        other => {
+    let protection = match Protection::parse(&protection) {
+        Ok(protection) => protection,
+        Err(message) => {
             return Ok(Err(StoreError::Corrupt(format!(
-                "key {key_id:?} has protection {other:?}"
+                "key {key_id:?}: {message}"
             ))));
         }
     };
@@ -646,11 +669,5 @@ fn key_status_text(status: KeyStatus) -> &'static str {
     match status {
         KeyStatus::Enabled => "ENABLED",
         KeyStatus::Disabled => "DISABLED",
-    }
-}
-
-fn protection_text(protection: Protection) -> &'static str {
-    match protection {
-        Protection::Software => "software",
     }
 }

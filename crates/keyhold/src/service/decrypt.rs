@@ -3,9 +3,10 @@
 use zeroize::Zeroizing;
 
 use crate::crypto::{self, IV_LEN, TAG_LEN};
-use crate::keystore::snapshot::{DomainView, VersionLookup};
+use crate::hsm::Hsm;
+use crate::keystore::snapshot::DomainView;
 
-use super::{ServiceError, decode_metadata, usable_key};
+use super::{ServiceError, cipher, decode_metadata, usable_key};
 
 /// A decoded decrypt request.
 #[derive(Debug, Clone, Copy)]
@@ -43,6 +44,7 @@ pub struct DecryptOutput {
 /// decrypt usage, or inputs that do not authenticate.
 pub fn decrypt(
     domain: &DomainView,
+    hsm: Option<&Hsm>,
     input: &DecryptInput<'_>,
 ) -> Result<DecryptOutput, ServiceError> {
     let key = usable_key(domain, input.key_id, input.kms_key_arn)?;
@@ -64,20 +66,9 @@ pub fn decrypt(
     }
 
     let version = decode_metadata(input.metadata)?;
-    let data_key = match key.version(version) {
-        VersionLookup::Ready(data_key) => data_key,
-        VersionLookup::Missing => {
-            return Err(ServiceError::InvalidCiphertext(
-                "ciphertextMetadata names a key version that does not exist",
-            ));
-        }
-        VersionLookup::Unavailable => {
-            return Err(ServiceError::Internal(format!(
-                "version {version} of key {} is not available",
-                input.key_id
-            )));
-        }
-    };
+    let cipher = cipher(key, version, hsm)?.ok_or(ServiceError::InvalidCiphertext(
+        "ciphertextMetadata names a key version that does not exist",
+    ))?;
 
     let metadata = input.metadata.unwrap_or_default();
     let framed = crypto::frame_aad(input.aad.unwrap_or_default(), metadata).map_err(|_| {
@@ -86,12 +77,6 @@ pub fn decrypt(
             crypto::MAX_FRAMED_AAD_LEN
         ))
     })?;
-    let plaintext = data_key
-        .open(input.iv, input.ciphertext, input.tag, &framed)
-        .map_err(|_| {
-            ServiceError::InvalidCiphertext(
-                "authentication failed: the ciphertext, IV, tag, AAD or metadata was changed",
-            )
-        })?;
+    let plaintext = cipher.open(input.iv, input.ciphertext, input.tag, &framed)?;
     Ok(DecryptOutput { plaintext, version })
 }

@@ -2,9 +2,10 @@
 //! decrypt once as a self-test before anything is returned.
 
 use crate::crypto::{self, IV_LEN, TAG_LEN};
-use crate::keystore::snapshot::{DomainView, VersionLookup};
+use crate::hsm::Hsm;
+use crate::keystore::snapshot::DomainView;
 
-use super::{METADATA_LEN, ServiceError, encode_metadata, usable_key};
+use super::{METADATA_LEN, ServiceError, cipher, encode_metadata, usable_key};
 
 /// A decoded encrypt request.
 #[derive(Debug, Clone, Copy)]
@@ -47,6 +48,7 @@ pub struct EncryptOutput {
 /// self-test decrypt).
 pub fn encrypt(
     domain: &DomainView,
+    hsm: Option<&Hsm>,
     input: &EncryptInput<'_>,
 ) -> Result<EncryptOutput, ServiceError> {
     let key = usable_key(domain, input.key_id, input.kms_key_arn)?;
@@ -57,15 +59,12 @@ pub fn encrypt(
         });
     }
     let version = key.info.primary_version;
-    let data_key = match key.version(version) {
-        VersionLookup::Ready(data_key) => data_key,
-        VersionLookup::Unavailable | VersionLookup::Missing => {
-            return Err(ServiceError::Internal(format!(
-                "primary version {version} of key {} is not available",
-                input.key_id
-            )));
-        }
-    };
+    let cipher = cipher(key, version, hsm)?.ok_or_else(|| {
+        ServiceError::Internal(format!(
+            "primary version {version} of key {} does not exist",
+            input.key_id
+        ))
+    })?;
 
     let aad = input.aad.unwrap_or_default();
     let metadata = encode_metadata(version);
@@ -76,9 +75,7 @@ pub fn encrypt(
             crypto::MAX_FRAMED_AAD_LEN
         ))
     })?;
-    let sealed = data_key
-        .seal(input.plaintext, &framed)
-        .map_err(|error| ServiceError::Internal(format!("encryption failed: {error}")))?;
+    let sealed = cipher.seal(input.plaintext, &framed)?;
 
     // The integrity value is computed before the self-test, so a corruption between the two
     // cannot go unnoticed.
@@ -86,7 +83,7 @@ pub fn encrypt(
         crypto::integrity_value(aad, &metadata, &sealed.iv, &sealed.ciphertext, &sealed.tag)
     });
     if input.integrity_value {
-        let opened = data_key
+        let opened = cipher
             .open(&sealed.iv, &sealed.ciphertext, &sealed.tag, &framed)
             .map_err(|error| {
                 ServiceError::Internal(format!("self-test decrypt failed: {error}"))

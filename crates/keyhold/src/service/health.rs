@@ -3,9 +3,13 @@
 //! The check never uses a customer key, so health polls leave no crypto activity on keys that
 //! back KMS keys.
 
+use std::sync::{Mutex, PoisonError};
+use std::time::{Duration, Instant};
+
 use crate::crypto;
+use crate::hsm::{Hsm, HsmKey};
 use crate::keystore::model::DomainStatus;
-use crate::keystore::snapshot::{DomainView, Snapshot};
+use crate::keystore::snapshot::{DomainView, HSM_HEALTH_KEY_LABEL, Snapshot};
 
 use super::ServiceError;
 
@@ -54,34 +58,107 @@ pub struct HealthReport {
     pub nodes: Vec<(String, String, HealthStatus)>,
 }
 
-/// Runs the deep check for a domain's health request.
-///
-/// `storage_current` is false when the server could not read the store at its last poll, so it
-/// is serving from an older snapshot.
+/// Longest time a deep-check result is reused. The XKS API allows up to one minute; one second
+/// keeps HSM traffic from health polls negligible while failures still show at once.
+pub const CHECK_MAX_AGE: Duration = Duration::from_secs(1);
+
+/// Outcome of one deep check.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CheckResult {
+    /// Round trip with the health key in memory.
+    pub software: Result<(), String>,
+    /// Round trip with the health key inside the HSM; `None` without an HSM.
+    pub hsm: Option<Result<(), String>>,
+}
+
+/// The last deep-check result and when it was taken.
+#[derive(Debug, Default)]
+pub struct HealthCache {
+    last: Mutex<Option<(Instant, CheckResult)>>,
+}
+
+impl HealthCache {
+    /// Returns a result no older than [`CHECK_MAX_AGE`], running the check when needed. With an
+    /// HSM this may block on PKCS#11 calls.
+    pub fn check(&self, snapshot: &Snapshot) -> CheckResult {
+        let mut last = self.last.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some((at, result)) = last.as_ref()
+            && at.elapsed() < CHECK_MAX_AGE
+        {
+            return result.clone();
+        }
+        let result = CheckResult {
+            software: deep_check(snapshot),
+            hsm: snapshot.hsm.as_deref().map(hsm_check),
+        };
+        if let Err(error) = &result.software {
+            tracing::error!(%error, "deep health check failed");
+        }
+        if let Some(Err(error)) = &result.hsm {
+            tracing::error!(%error, "HSM deep health check failed");
+        }
+        *last = Some((Instant::now(), result.clone()));
+        result
+    }
+}
+
+/// The node's status: `UNAVAILABLE` when software keys fail, `DEGRADED` when the HSM fails or
+/// the store cannot be read, otherwise `ACTIVE`. `hsm_keys` says whether the caller depends on
+/// HSM-resident keys, which makes an HSM failure `UNAVAILABLE` for it.
+pub fn node_status(check: &CheckResult, storage_current: bool, hsm_keys: bool) -> HealthStatus {
+    let hsm_failed = matches!(check.hsm, Some(Err(_)));
+    if check.software.is_err() || (hsm_failed && hsm_keys) {
+        HealthStatus::Unavailable
+    } else if hsm_failed || !storage_current {
+        HealthStatus::Degraded
+    } else {
+        HealthStatus::Active
+    }
+}
+
+/// Builds the health report for a domain's health request.
 ///
 /// # Errors
 ///
 /// Returns [`ServiceError::DomainDisabled`] when the domain's kill switch is on.
 pub fn health(
     domain: &DomainView,
-    snapshot: &Snapshot,
     node: &NodeInfo,
+    check: &CheckResult,
     storage_current: bool,
 ) -> Result<HealthReport, ServiceError> {
     if domain.domain.status == DomainStatus::Disabled {
         return Err(ServiceError::DomainDisabled(domain.domain.id.clone()));
     }
-    let status = match (deep_check(snapshot), storage_current) {
-        (Err(_), _) => HealthStatus::Unavailable,
-        (Ok(()), false) => HealthStatus::Degraded,
-        (Ok(()), true) => HealthStatus::Active,
-    };
+    let status = node_status(check, storage_current, domain.hsm_key_count() > 0);
     Ok(HealthReport {
         fleet_size: 1,
         proxy_model: format!("{VENDOR} {}", env!("CARGO_PKG_VERSION")),
         nodes: vec![(node.id.clone(), node.model.clone(), status)],
     })
 }
+
+/// Encrypts and decrypts 32 random bytes with the HSM health key.
+fn hsm_check(hsm: &Hsm) -> Result<(), String> {
+    let probe = crypto::generate_key().map_err(|error| error.to_string())?;
+    let mut iv = [0u8; crypto::IV_LEN];
+    crypto::fill_random(&mut iv).map_err(|error| error.to_string())?;
+    let key = HsmKey::Label(HSM_HEALTH_KEY_LABEL);
+    let (ciphertext, tag) = hsm
+        .encrypt(key, &iv, probe.as_ref(), HEALTH_AAD)
+        .map_err(|error| error.to_string())?;
+    let opened = hsm
+        .decrypt(key, &iv, &ciphertext, &tag, HEALTH_AAD)
+        .map_err(|error| error.to_string())?;
+    if opened.as_slice() == probe.as_ref() {
+        Ok(())
+    } else {
+        Err("HSM health key round trip returned different bytes".to_owned())
+    }
+}
+
+/// AAD of health-check encryptions, so they can never pass for customer ciphertexts.
+const HEALTH_AAD: &[u8] = b"keyhold health check";
 
 /// Encrypts and decrypts 32 random bytes with the health key.
 ///
@@ -94,17 +171,56 @@ pub fn deep_check(snapshot: &Snapshot) -> Result<(), String> {
         .as_ref()
         .ok_or_else(|| "the health key is missing or did not unwrap".to_owned())?;
     let probe = crypto::generate_key().map_err(|error| error.to_string())?;
-    let framed =
-        crypto::frame_aad(b"keyhold health check", b"").map_err(|error| error.to_string())?;
     let sealed = key
-        .seal(probe.as_ref(), &framed)
+        .seal(probe.as_ref(), HEALTH_AAD)
         .map_err(|error| error.to_string())?;
     let opened = key
-        .open(&sealed.iv, &sealed.ciphertext, &sealed.tag, &framed)
+        .open(&sealed.iv, &sealed.ciphertext, &sealed.tag, HEALTH_AAD)
         .map_err(|error| error.to_string())?;
     if opened.as_slice() == probe.as_ref() {
         Ok(())
     } else {
         Err("health key round trip returned different bytes".to_owned())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn check(software: bool, hsm: Option<bool>) -> CheckResult {
+        let outcome = |ok: bool| if ok { Ok(()) } else { Err("failed".to_owned()) };
+        CheckResult {
+            software: outcome(software),
+            hsm: hsm.map(outcome),
+        }
+    }
+
+    #[test]
+    fn status_reflects_failures() {
+        assert_eq!(
+            node_status(&check(true, None), true, false),
+            HealthStatus::Active
+        );
+        assert_eq!(
+            node_status(&check(true, Some(true)), true, true),
+            HealthStatus::Active
+        );
+        assert_eq!(
+            node_status(&check(true, None), false, false),
+            HealthStatus::Degraded
+        );
+        assert_eq!(
+            node_status(&check(true, Some(false)), true, false),
+            HealthStatus::Degraded
+        );
+        assert_eq!(
+            node_status(&check(true, Some(false)), true, true),
+            HealthStatus::Unavailable
+        );
+        assert_eq!(
+            node_status(&check(false, None), true, false),
+            HealthStatus::Unavailable
+        );
     }
 }

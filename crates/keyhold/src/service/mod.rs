@@ -9,8 +9,12 @@ pub mod encrypt;
 pub mod health;
 pub mod metadata;
 
+use zeroize::Zeroizing;
+
+use crate::crypto::{self, DataKey, IV_LEN, Sealed};
+use crate::hsm::{Hsm, HsmError, HsmKey};
 use crate::keystore::model::{DomainStatus, KeyStatus};
-use crate::keystore::snapshot::{DomainView, KeyView};
+use crate::keystore::snapshot::{DomainView, KeyView, VersionLookup};
 
 /// Format byte of Keyhold's `ciphertextMetadata`: AES-256-GCM with the XKS AAD framing, followed
 /// by the key version as a 32-bit big-endian number.
@@ -48,9 +52,100 @@ pub enum ServiceError {
     /// An input is larger than Keyhold supports.
     #[error("{0}")]
     TooLarge(String),
+    /// A dependency such as the HSM did not answer in time.
+    #[error("{0}")]
+    DependencyTimeout(String),
     /// A failure inside Keyhold; the text is for the log, not the client.
     #[error("{0}")]
     Internal(String),
+}
+
+/// The material of one key version: in memory, or an object inside the HSM.
+#[derive(Debug, Clone, Copy)]
+enum Cipher<'a> {
+    Software(&'a DataKey),
+    Hsm(&'a Hsm, &'a str),
+}
+
+impl Cipher<'_> {
+    /// Encrypts under a fresh random IV.
+    fn seal(&self, plaintext: &[u8], aad: &[u8]) -> Result<Sealed, ServiceError> {
+        match self {
+            Self::Software(key) => key
+                .seal(plaintext, aad)
+                .map_err(|error| ServiceError::Internal(format!("encryption failed: {error}"))),
+            Self::Hsm(hsm, label) => {
+                let mut iv = [0u8; IV_LEN];
+                crypto::fill_random(&mut iv)
+                    .map_err(|error| ServiceError::Internal(error.to_string()))?;
+                let (ciphertext, tag) = hsm
+                    .encrypt(HsmKey::Label(label), &iv, plaintext, aad)
+                    .map_err(hsm_error)?;
+                Ok(Sealed {
+                    iv,
+                    ciphertext,
+                    tag,
+                })
+            }
+        }
+    }
+
+    /// Decrypts; a tag that does not verify is [`ServiceError::InvalidCiphertext`].
+    fn open(
+        &self,
+        iv: &[u8],
+        ciphertext: &[u8],
+        tag: &[u8],
+        aad: &[u8],
+    ) -> Result<Zeroizing<Vec<u8>>, ServiceError> {
+        match self {
+            Self::Software(key) => key
+                .open(iv, ciphertext, tag, aad)
+                .map_err(|_| tag_mismatch()),
+            Self::Hsm(hsm, label) => hsm
+                .decrypt(HsmKey::Label(label), iv, ciphertext, tag, aad)
+                .map_err(hsm_error),
+        }
+    }
+}
+
+fn tag_mismatch() -> ServiceError {
+    ServiceError::InvalidCiphertext(
+        "authentication failed: the ciphertext, IV, tag, AAD or metadata was changed",
+    )
+}
+
+/// Maps an HSM error: a session timeout is a dependency timeout, a failed tag is a bad
+/// ciphertext, and anything else is internal, with the PKCS#11 function and code for the log.
+fn hsm_error(error: HsmError) -> ServiceError {
+    match error {
+        HsmError::Timeout(_) => ServiceError::DependencyTimeout(error.to_string()),
+        HsmError::TagMismatch => tag_mismatch(),
+        other => ServiceError::Internal(format!("HSM failure: {other}")),
+    }
+}
+
+/// Resolves a key version to its material.
+fn cipher<'a>(
+    key: &'a KeyView,
+    version: u32,
+    hsm: Option<&'a Hsm>,
+) -> Result<Option<Cipher<'a>>, ServiceError> {
+    match key.version(version) {
+        VersionLookup::Ready(data_key) => Ok(Some(Cipher::Software(data_key))),
+        VersionLookup::Hsm(label) => match hsm {
+            Some(hsm) => Ok(Some(Cipher::Hsm(hsm, label))),
+            None => Err(ServiceError::Internal(format!(
+                "version {version} of key {} is in an HSM, but no HSM is configured",
+                key.info.key_id
+            ))),
+        },
+        VersionLookup::Unavailable => Err(ServiceError::Internal(format!(
+            "version {version} of key {} is not available",
+            key.info.key_id
+        ))),
+        VersionLookup::Missing => Ok(None),
+    }
 }
 
 /// Encodes the `ciphertextMetadata` for a key version.
