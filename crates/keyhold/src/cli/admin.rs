@@ -7,7 +7,8 @@ use anyhow::Context as _;
 use serde_json::json;
 
 use crate::config::Settings;
-use crate::keystore::model::{KeyInfo, KeyStatus, KeyUsage, Protection};
+use crate::hsm::HsmKey;
+use crate::keystore::model::{KeyInfo, KeyStatus, KeyUsage, Protection, hsm_label};
 use crate::keystore::{NewDomain, NewKey, format_time, unix_now};
 
 use super::serve::open_key_store;
@@ -220,27 +221,44 @@ pub(super) fn key(dir: &Path, command: KeyCommand) -> anyhow::Result<()> {
             output: format,
         } => {
             let key = key_store.store().key(&domain, &key_id)?;
-            output::print_record(
-                format.output,
-                &[
-                    ("domain", key.domain_id.clone()),
-                    ("key id", key.key_id.clone()),
-                    ("name", key.name.clone()),
-                    ("description", key.description.clone()),
-                    ("status", status_text(key.status).to_owned()),
-                    ("usage", key.usage.to_string()),
-                    ("protection", key.protection.as_str().to_owned()),
-                    ("primary version", key.primary_version.to_string()),
-                    (
-                        "bound KMS key ARN",
-                        key.bound_kms_key_arn
-                            .clone()
-                            .unwrap_or_else(|| "none".to_owned()),
-                    ),
-                    ("created", format_time(key.created_at)),
-                ],
-                &key_json(&key),
-            );
+            let mut json = key_json(&key);
+            let mut fields = vec![
+                ("domain", key.domain_id.clone()),
+                ("key id", key.key_id.clone()),
+                ("name", key.name.clone()),
+                ("description", key.description.clone()),
+                ("status", status_text(key.status).to_owned()),
+                ("usage", key.usage.to_string()),
+                ("protection", key.protection.as_str().to_owned()),
+                ("primary version", key.primary_version.to_string()),
+                (
+                    "bound KMS key ARN",
+                    key.bound_kms_key_arn
+                        .clone()
+                        .unwrap_or_else(|| "none".to_owned()),
+                ),
+                ("created", format_time(key.created_at)),
+            ];
+            if key.protection == Protection::Hsm {
+                // Read live from the token, so the output shows what the HSM enforces.
+                let label = hsm_label(&key.domain_id, &key.key_id, key.primary_version);
+                let hsm = key_store
+                    .root()
+                    .hsm()
+                    .context("the key is HSM-resident, but no HSM is configured")?;
+                let protection = hsm
+                    .key_protection(HsmKey::Label(&label))
+                    .with_context(|| format!("cannot read the attributes of HSM object {label}"))?;
+                fields.push(("HSM object", label.clone()));
+                fields.push(("CKA_EXTRACTABLE", protection.extractable.to_string()));
+                fields.push(("CKA_SENSITIVE", protection.sensitive.to_string()));
+                json["hsmObject"] = json!({
+                    "label": label,
+                    "extractable": protection.extractable,
+                    "sensitive": protection.sensitive,
+                });
+            }
+            output::print_record(format.output, &fields, &json);
         }
         KeyCommand::Disable { domain, key_id } => {
             set_status(&mut key_store, &domain, &key_id, KeyStatus::Disabled)?;
