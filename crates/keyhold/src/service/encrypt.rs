@@ -85,8 +85,11 @@ pub fn encrypt(
     if input.integrity_value {
         let opened = cipher
             .open(&sealed.iv, &sealed.ciphertext, &sealed.tag, &framed)
-            .map_err(|error| {
-                ServiceError::Internal(format!("self-test decrypt failed: {error}"))
+            .map_err(|error| match error {
+                // A timeout stays a timeout, so the client retries; any other failure of the
+                // self-test means the ciphertext must not be returned.
+                ServiceError::DependencyTimeout(_) => error,
+                other => ServiceError::Internal(format!("self-test decrypt failed: {other}")),
             })?;
         if opened.as_slice() != input.plaintext {
             return Err(ServiceError::Internal(
