@@ -95,19 +95,18 @@ pub async fn handle(state: Arc<XksState>, request: Request<Incoming>) -> Respons
     );
     let result = if target.needs_hsm {
         // PKCS#11 calls block, so they run on the blocking pool, never on an async worker.
+        let task_span = span.clone();
         let blocking = tokio::task::spawn_blocking(move || {
-            let _entered = span.enter();
-            process(&state, &snapshot, &target, &parts, &body)
+            task_span.in_scope(|| process(&state, &snapshot, &target, &parts, &body))
         });
         blocking.await.unwrap_or_else(|error| {
-            tracing::error!(%error, "XKS request task failed");
+            span.in_scope(|| tracing::error!(%error, "XKS request task failed"));
             Err(XksError::internal())
         })
     } else {
-        let _entered = span.enter();
-        process(&state, &snapshot, &target, &parts, &body)
+        span.in_scope(|| process(&state, &snapshot, &target, &parts, &body))
     };
-    finish(result, started)
+    span.in_scope(|| finish(result, started))
 }
 
 /// What a request addresses, once routing has succeeded.

@@ -57,7 +57,7 @@ pub enum AuthError {
     #[error("malformed Authorization header: {0}")]
     MalformedAuthorization(&'static str),
     /// The credential scope names another service or terminator.
-    #[error("credential scope must end with /{SERVICE}/aws4_request, got service {0:?}")]
+    #[error("credential scope must end with /{SERVICE}/aws4_request, got /{0}")]
     WrongService(String),
     /// The credential scope names a region that is not allowed.
     #[error("region {0:?} in the credential scope is not in the allowed regions")]
