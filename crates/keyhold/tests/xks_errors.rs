@@ -3,8 +3,8 @@
 //! GET on the API paths and the minimum input sizes the XKS API requires.
 //!
 //! AccessDeniedException and ThrottlingException need a bound key and a domain quota; they are
-//! tested in `xks_limits.rs`. Keyhold has no dependency that can time out during a request, so
-//! no request can produce DependencyTimeoutException.
+//! tested in `xks_limits.rs`. DependencyTimeoutException needs an HSM whose session pool is
+//! busy; it is tested in `hsm.rs`.
 
 mod common;
 
