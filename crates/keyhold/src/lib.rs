@@ -12,4 +12,5 @@ pub mod config;
 pub mod crypto;
 pub mod hsm;
 pub mod keystore;
+pub mod policy;
 pub mod service;

@@ -163,6 +163,20 @@ impl From<ServiceError> for XksError {
                 ErrorName::InvalidState,
                 format!("key {key_id} is disabled in the key manager"),
             ),
+            ServiceError::KeyPendingDeletion(key_id) => Self::new(
+                ErrorName::InvalidState,
+                format!("key {key_id} is pending deletion in the key manager"),
+            ),
+            ServiceError::VersionUnusable {
+                key_id,
+                version,
+                state,
+            } => Self::new(
+                ErrorName::InvalidState,
+                format!(
+                    "version {version} of key {key_id}, which made this ciphertext, is {state}"
+                ),
+            ),
             ServiceError::UsageNotAllowed { key_id, operation } => Self::new(
                 ErrorName::InvalidKeyUsage,
                 format!("key {key_id} does not allow {operation}"),

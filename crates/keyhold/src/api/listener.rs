@@ -106,13 +106,22 @@ pub async fn serve(
 ///
 /// When the store cannot be read, the server keeps serving from the last snapshot and reports
 /// `DEGRADED` until a read succeeds again.
-pub fn spawn_refresher(state: Arc<XksState>, mut key_store: KeyStore) -> std::io::Result<()> {
+pub fn spawn_refresher(
+    state: Arc<XksState>,
+    mut key_store: KeyStore,
+    scheduler_interval: Duration,
+) -> std::io::Result<()> {
     std::thread::Builder::new()
         .name("keyhold-refresh".to_owned())
         .spawn(move || {
             let mut reported_problems = state.snapshot.load().problems.clone();
+            let mut next_scheduled_run = std::time::Instant::now();
             loop {
                 std::thread::sleep(REFRESH_INTERVAL);
+                if std::time::Instant::now() >= next_scheduled_run {
+                    run_scheduled_work(&mut key_store);
+                    next_scheduled_run = std::time::Instant::now() + scheduler_interval;
+                }
                 let current = state.snapshot.load().revision;
                 let revision = key_store.store().revision();
                 let result = match revision {
@@ -142,6 +151,21 @@ pub fn spawn_refresher(state: Arc<XksState>, mut key_store: KeyStore) -> std::io
             }
         })
         .map(drop)
+}
+
+/// Runs due rotations and deletions; the next revision poll picks up the changes.
+fn run_scheduled_work(key_store: &mut KeyStore) {
+    match key_store.run_scheduled_work(crate::keystore::unix_now()) {
+        Ok(work) => {
+            for (domain, key_id, version) in &work.rotated {
+                tracing::info!(%domain, %key_id, version, "rotated key on schedule");
+            }
+            for (domain, key_id) in &work.destroyed {
+                tracing::info!(%domain, %key_id, "destroyed key after its deletion date");
+            }
+        }
+        Err(error) => tracing::error!(%error, "scheduled rotations and deletions failed"),
+    }
 }
 
 /// Records whether the store is readable, logging only when that changes.

@@ -26,6 +26,7 @@ use tracing::field;
 use crate::auth::sigv4::{self, RequestParts};
 use crate::keystore::model::Protection;
 use crate::keystore::snapshot::{DomainView, Snapshot};
+use crate::policy::RequestContext;
 use crate::service::{self, decrypt, encrypt, health, metadata};
 use error::{ErrorName, XksError};
 use route::Operation;
@@ -232,7 +233,7 @@ impl XksRequest<'_> {
 
         let response = match self.operation {
             Operation::Health => self.health()?,
-            Operation::KeyMetadata => self.key_metadata()?,
+            Operation::KeyMetadata => self.key_metadata(&request)?,
             Operation::Encrypt => self.encrypt(&request)?,
             Operation::Decrypt => self.decrypt(&request)?,
         };
@@ -261,8 +262,9 @@ impl XksRequest<'_> {
         })
     }
 
-    fn key_metadata(&self) -> Result<Vec<u8>, XksError> {
-        let metadata = metadata::key_metadata(self.domain, self.key_id).map_err(service_error)?;
+    fn key_metadata(&self, request: &body::RequestBody) -> Result<Vec<u8>, XksError> {
+        let metadata = metadata::key_metadata(self.domain, self.key_id, &request_context(request))
+            .map_err(service_error)?;
         to_json(&body::KeyMetadataResponse {
             key_spec: metadata.key_spec,
             key_usage: metadata.key_usage,
@@ -277,7 +279,7 @@ impl XksRequest<'_> {
             self.snapshot.hsm.as_deref(),
             &encrypt::EncryptInput {
                 key_id: self.key_id,
-                kms_key_arn: kms_key_arn(request),
+                request: request_context(request),
                 plaintext: &inputs.data,
                 aad: inputs.aad.as_deref(),
                 integrity_value: inputs.integrity_value,
@@ -302,7 +304,7 @@ impl XksRequest<'_> {
             self.snapshot.hsm.as_deref(),
             &decrypt::DecryptInput {
                 key_id: self.key_id,
-                kms_key_arn: kms_key_arn(request),
+                request: request_context(request),
                 ciphertext: &inputs.data,
                 iv: &inputs.iv,
                 tag: &inputs.tag,
@@ -317,12 +319,19 @@ impl XksRequest<'_> {
     }
 }
 
-fn kms_key_arn(request: &body::RequestBody) -> &str {
-    request
-        .request_metadata
-        .as_ref()
-        .and_then(|metadata| metadata.kms_key_arn.as_deref())
-        .unwrap_or_default()
+/// The request metadata fields that the key binding and the policies check.
+fn request_context(request: &body::RequestBody) -> RequestContext<'_> {
+    let Some(metadata) = request.request_metadata.as_ref() else {
+        return RequestContext::default();
+    };
+    RequestContext {
+        kms_key_arn: metadata.kms_key_arn.as_deref(),
+        principal_arn: metadata.aws_principal_arn.as_deref(),
+        operation: metadata.kms_operation.as_deref(),
+        source_vpc: metadata.aws_source_vpc.as_deref(),
+        source_vpce: metadata.aws_source_vpce.as_deref(),
+        via_service: metadata.kms_via_service.as_deref(),
+    }
 }
 
 /// Converts a service error, logging internal causes that the client does not see.

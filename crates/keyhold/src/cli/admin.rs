@@ -8,11 +8,11 @@ use serde_json::json;
 
 use crate::config::Settings;
 use crate::hsm::HsmKey;
-use crate::keystore::model::{KeyInfo, KeyStatus, KeyUsage, Protection, hsm_label};
+use crate::keystore::model::{DomainStatus, KeyInfo, KeyStatus, KeyUsage, Protection};
 use crate::keystore::{NewDomain, NewKey, format_time, unix_now};
 
 use super::serve::open_key_store;
-use super::{CredentialCommand, DomainCommand, KeyCommand, output};
+use super::{CredentialCommand, DomainCommand, KeyCommand, lifecycle, output};
 
 pub(super) fn domain(dir: &Path, command: DomainCommand) -> anyhow::Result<()> {
     let mut key_store = open_key_store(&Settings::load(dir)?)?;
@@ -55,6 +55,20 @@ pub(super) fn domain(dir: &Path, command: DomainCommand) -> anyhow::Result<()> {
                 &rows,
                 &json,
             );
+        }
+        DomainCommand::Disable { id } => {
+            key_store
+                .store_mut()
+                .set_domain_status(&id, DomainStatus::Disabled)?;
+            output::print(&format!(
+                "Domain {id} is DISABLED: every XKS request for it now fails with InvalidStateException\n"
+            ));
+        }
+        DomainCommand::Enable { id } => {
+            key_store
+                .store_mut()
+                .set_domain_status(&id, DomainStatus::Enabled)?;
+            output::print(&format!("Domain {id} is ENABLED\n"));
         }
         DomainCommand::Show { id, output: format } => {
             let store = key_store.store();
@@ -172,9 +186,14 @@ pub(super) fn key(dir: &Path, command: KeyCommand) -> anyhow::Result<()> {
             description,
             bind_kms_key_arn,
             protection,
+            rotation_period,
         } => {
             let usage = KeyUsage::parse(&usage).map_err(anyhow::Error::msg)?;
             let protection = Protection::parse(&protection).map_err(anyhow::Error::msg)?;
+            let rotation_period_secs = rotation_period
+                .as_deref()
+                .map(lifecycle::parse_period)
+                .transpose()?;
             let key = key_store.create_key(&NewKey {
                 domain_id: domain,
                 key_id,
@@ -183,6 +202,7 @@ pub(super) fn key(dir: &Path, command: KeyCommand) -> anyhow::Result<()> {
                 usage,
                 bound_kms_key_arn: bind_kms_key_arn,
                 protection,
+                rotation_period_secs,
             })?;
             output::print(&format!(
                 "Created key {} in domain {}\n",
@@ -237,11 +257,21 @@ pub(super) fn key(dir: &Path, command: KeyCommand) -> anyhow::Result<()> {
                         .clone()
                         .unwrap_or_else(|| "none".to_owned()),
                 ),
+                (
+                    "rotation period",
+                    key.rotation_period_secs
+                        .map_or_else(|| "none".to_owned(), |secs| format!("{}h", secs / 3600)),
+                ),
+                (
+                    "deletion date",
+                    key.deletion_at
+                        .map_or_else(|| "none".to_owned(), format_time),
+                ),
                 ("created", format_time(key.created_at)),
             ];
             if key.protection == Protection::Hsm {
                 // Read live from the token, so the output shows what the HSM enforces.
-                let label = hsm_label(&key.domain_id, &key.key_id, key.primary_version);
+                let label = lifecycle::hsm_object_label(&key_store, &key)?;
                 let hsm = key_store
                     .root()
                     .hsm()
@@ -259,6 +289,23 @@ pub(super) fn key(dir: &Path, command: KeyCommand) -> anyhow::Result<()> {
                 });
             }
             output::print_record(format.output, &fields, &json);
+        }
+        KeyCommand::Rotate { domain, key_id } => {
+            lifecycle::rotate(&mut key_store, &domain, &key_id)?;
+        }
+        KeyCommand::SetRotation {
+            domain,
+            key_id,
+            period,
+        } => lifecycle::set_rotation(&mut key_store, &domain, &key_id, &period)?,
+        KeyCommand::Version(command) => lifecycle::version(&mut key_store, command)?,
+        KeyCommand::ScheduleDeletion {
+            domain,
+            key_id,
+            days,
+        } => lifecycle::schedule_deletion(&mut key_store, &domain, &key_id, days)?,
+        KeyCommand::CancelDeletion { domain, key_id } => {
+            lifecycle::cancel_deletion(&mut key_store, &domain, &key_id)?;
         }
         KeyCommand::Disable { domain, key_id } => {
             set_status(&mut key_store, &domain, &key_id, KeyStatus::Disabled)?;
@@ -288,10 +335,7 @@ fn set_status(
 }
 
 fn status_text(status: KeyStatus) -> &'static str {
-    match status {
-        KeyStatus::Enabled => "ENABLED",
-        KeyStatus::Disabled => "DISABLED",
-    }
+    status.as_str()
 }
 
 fn domain_json(domain: &crate::keystore::model::Domain) -> serde_json::Value {
@@ -301,6 +345,7 @@ fn domain_json(domain: &crate::keystore::model::Domain) -> serde_json::Value {
         "status": domain.status,
         "uriPrefix": domain.uri_prefix,
         "quotaRps": domain.quota_rps,
+        "policy": domain.policy.as_deref().and_then(|policy| serde_json::from_str::<serde_json::Value>(policy).ok()),
         "xksProxyUriPath": domain.xks_uri_path(),
         "createdAt": format_time(domain.created_at),
     })
@@ -317,6 +362,9 @@ fn key_json(key: &KeyInfo) -> serde_json::Value {
         "protection": key.protection,
         "primaryVersion": key.primary_version,
         "boundKmsKeyArn": key.bound_kms_key_arn,
+        "rotationPeriodSecs": key.rotation_period_secs,
+        "deletionAt": key.deletion_at.map(format_time),
+        "policy": key.policy.as_deref().and_then(|policy| serde_json::from_str::<serde_json::Value>(policy).ok()),
         "createdAt": format_time(key.created_at),
     })
 }

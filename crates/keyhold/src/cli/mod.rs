@@ -6,6 +6,7 @@
 mod admin;
 mod demo;
 mod init;
+mod lifecycle;
 mod output;
 mod serve;
 
@@ -50,6 +51,9 @@ enum Command {
     /// Manage a domain's keys
     #[command(subcommand)]
     Key(KeyCommand),
+    /// Manage secondary authorization policies on the XKS request metadata
+    #[command(subcommand)]
+    Policy(PolicyCommand),
     /// Set up a fresh demo (domain, credential, key), serve it and print a curl command
     Demo {
         /// Listen address [default: 127.0.0.1:8443]
@@ -82,6 +86,16 @@ enum DomainCommand {
         id: String,
         #[command(flatten)]
         output: OutputArgs,
+    },
+    /// Turn the kill switch on: every request of the domain fails with InvalidStateException
+    Disable {
+        /// Domain id
+        id: String,
+    },
+    /// Turn the kill switch off again
+    Enable {
+        /// Domain id
+        id: String,
     },
 }
 
@@ -133,6 +147,46 @@ enum KeyCommand {
         /// hsm (generated inside the HSM as a non-extractable object; needs a pkcs11 root of trust)
         #[arg(long, default_value = "software", value_name = "PROTECTION")]
         protection: String,
+        /// Rotate automatically after this period, such as 90d or 12h [default: never]
+        #[arg(long, value_name = "PERIOD")]
+        rotation_period: Option<String>,
+    },
+    /// Make a new primary version; earlier versions keep decrypting
+    Rotate {
+        /// Domain id
+        domain: String,
+        /// Key id
+        key_id: String,
+    },
+    /// Set or turn off automatic rotation
+    SetRotation {
+        /// Domain id
+        domain: String,
+        /// Key id
+        key_id: String,
+        /// Rotation period such as 90d or 12h, or "off"
+        #[arg(long, value_name = "PERIOD")]
+        period: String,
+    },
+    /// Manage single key versions
+    #[command(subcommand)]
+    Version(VersionCommand),
+    /// Schedule the key's destruction; encrypt and decrypt fail at once
+    ScheduleDeletion {
+        /// Domain id
+        domain: String,
+        /// Key id
+        key_id: String,
+        /// Waiting period in days, 7 to 30
+        #[arg(long, default_value_t = 30)]
+        days: u32,
+    },
+    /// Cancel a scheduled deletion and restore the key's previous status
+    CancelDeletion {
+        /// Domain id
+        domain: String,
+        /// Key id
+        key_id: String,
     },
     /// List a domain's keys
     List {
@@ -187,6 +241,81 @@ struct InitArgs {
     root_key_label: String,
 }
 
+#[derive(Debug, Subcommand)]
+enum VersionCommand {
+    /// List a key's versions
+    List {
+        /// Domain id
+        domain: String,
+        /// Key id
+        key_id: String,
+        #[command(flatten)]
+        output: OutputArgs,
+    },
+    /// Disable a version: its ciphertexts fail with InvalidStateException
+    Disable {
+        /// Domain id
+        domain: String,
+        /// Key id
+        key_id: String,
+        /// Version number
+        version: u32,
+    },
+    /// Enable a disabled version again
+    Enable {
+        /// Domain id
+        domain: String,
+        /// Key id
+        key_id: String,
+        /// Version number
+        version: u32,
+    },
+    /// Erase a version's material for good; its ciphertexts can never be decrypted again
+    Destroy {
+        /// Domain id
+        domain: String,
+        /// Key id
+        key_id: String,
+        /// Version number
+        version: u32,
+        /// Confirm that the material is to be erased for good
+        #[arg(long)]
+        yes: bool,
+    },
+}
+
+/// Secondary authorization policy commands.
+#[derive(Debug, Subcommand)]
+enum PolicyCommand {
+    /// Set the policy of a domain, or of one key with --key, from a JSON file
+    Set {
+        /// Domain id
+        domain: String,
+        /// Key id; without it the policy applies to the whole domain
+        #[arg(long, value_name = "KEY_ID")]
+        key: Option<String>,
+        /// JSON policy file ("-" reads stdin)
+        #[arg(long, value_name = "FILE")]
+        file: PathBuf,
+    },
+    /// Show the policy of a domain, or of one key with --key
+    Show {
+        /// Domain id
+        domain: String,
+        /// Key id
+        #[arg(long, value_name = "KEY_ID")]
+        key: Option<String>,
+    },
+    /// Remove the policy of a domain, or of one key with --key
+    Clear {
+        /// Domain id
+        domain: String,
+        /// Key id
+        #[arg(long, value_name = "KEY_ID")]
+        key: Option<String>,
+    },
+}
+
 #[derive(Debug, Clone, Copy, Args)]
 struct OutputArgs {
     /// Output format
@@ -227,6 +356,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Domain(command) => admin::domain(&dir(), command),
         Command::Credential(command) => admin::credential(&dir(), command),
         Command::Key(command) => admin::key(&dir(), command),
+        Command::Policy(command) => lifecycle::policy(&dir(), command),
         Command::Demo { listen } => demo::run(data_dir.as_deref(), listen),
     }
 }

@@ -70,7 +70,7 @@ impl Server {
             node,
             settings.allowed_regions.clone(),
         ));
-        listener::spawn_refresher(state.clone(), key_store)
+        listener::spawn_refresher(state.clone(), key_store, settings.scheduler_interval)
             .context("cannot start the refresh thread")?;
 
         let address = listen.unwrap_or(settings.listen);

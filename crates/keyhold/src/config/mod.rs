@@ -9,6 +9,9 @@ use serde::Deserialize;
 /// Name of the configuration file inside the data directory.
 pub const CONFIG_FILE_NAME: &str = "keyhold.toml";
 
+/// Default time between runs of scheduled rotations and deletions, in seconds.
+pub const DEFAULT_SCHEDULER_INTERVAL_SECS: u64 = 60;
+
 /// Default XKS listen address.
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:8443";
 
@@ -42,6 +45,8 @@ pub struct ServerSection {
     /// SigV4 regions accepted in the credential scope; empty accepts any region.
     #[serde(default)]
     pub allowed_regions: Vec<String>,
+    /// Seconds between runs of scheduled rotations and deletions; default 60.
+    pub scheduler_interval_secs: Option<u64>,
 }
 
 /// `[tls]`.
@@ -184,6 +189,8 @@ pub struct Settings {
     pub node_id: String,
     /// Accepted SigV4 regions; empty accepts any.
     pub allowed_regions: Vec<String>,
+    /// Time between runs of scheduled rotations and deletions.
+    pub scheduler_interval: std::time::Duration,
     /// Server certificate chain.
     pub tls_certificate: PathBuf,
     /// Server private key.
@@ -291,6 +298,15 @@ impl Settings {
             listen,
             node_id: file.server.node_id.unwrap_or_else(host_name),
             allowed_regions: file.server.allowed_regions,
+            scheduler_interval: std::time::Duration::from_secs(
+                match file.server.scheduler_interval_secs {
+                    Some(0) => {
+                        return Err("server.scheduler_interval_secs must be at least 1".to_owned());
+                    }
+                    Some(secs) => secs,
+                    None => DEFAULT_SCHEDULER_INTERVAL_SECS,
+                },
+            ),
             tls_certificate: resolve(&file.tls.certificate),
             tls_private_key: resolve(&file.tls.private_key),
             client_auth,
@@ -370,6 +386,8 @@ listen = "127.0.0.1:8443"
 # node_id = "keyhold-1"
 # SigV4 regions accepted in the credential scope. Empty accepts any region.
 allowed_regions = []
+# Seconds between runs of automatic rotations and scheduled deletions.
+scheduler_interval_secs = 60
 
 [tls]
 # Server certificate chain (PEM, leaf first) and private key. `keyhold init` made a certificate

@@ -3,6 +3,7 @@
 //!
 //! The XKS wire format is not known here; the data path reads a [`snapshot::Snapshot`].
 
+pub mod lifecycle;
 pub mod model;
 pub mod root;
 pub mod snapshot;
@@ -19,7 +20,7 @@ use crate::crypto;
 use crate::hsm::{HsmError, HsmKey};
 use model::{
     CredentialInfo, Domain, DomainStatus, KeyInfo, KeyStatus, KeyUsage, Protection, StoredMaterial,
-    StoredVersion,
+    StoredVersion, VersionState,
 };
 use root::{RootError, RootOfTrust, WrapContext};
 use snapshot::{HEALTH_KEY_NAME, HSM_HEALTH_KEY_LABEL, Snapshot};
@@ -61,6 +62,8 @@ pub struct NewKey {
     pub bound_kms_key_arn: Option<String>,
     /// Where the material lives.
     pub protection: Protection,
+    /// Automatic rotation period in seconds.
+    pub rotation_period_secs: Option<i64>,
 }
 
 impl NewKey {
@@ -74,6 +77,7 @@ impl NewKey {
             usage: KeyUsage::ENCRYPT_DECRYPT,
             bound_kms_key_arn: None,
             protection: Protection::Software,
+            rotation_period_secs: None,
         }
     }
 }
@@ -144,6 +148,7 @@ impl KeyStore {
             uri_prefix,
             status: DomainStatus::Enabled,
             quota_rps: new.quota_rps,
+            policy: None,
             created_at: unix_now(),
         };
         self.store.create_domain(&domain)?;
@@ -210,14 +215,21 @@ impl KeyStore {
             protection: new.protection,
             primary_version: 1,
             bound_kms_key_arn: new.bound_kms_key_arn.clone(),
+            rotation_period_secs: new.rotation_period_secs,
+            deletion_at: None,
+            policy: None,
             created_at: now,
         };
-        let material = match new.protection {
-            Protection::Software => StoredMaterial::Wrapped(self.wrap_new_material(&key, 1)?),
-            Protection::Hsm => StoredMaterial::Hsm(self.generate_in_hsm(&key, 1)?),
-        };
+        if new.protection == Protection::Hsm && self.store.key(domain_id, &key_id).is_ok() {
+            return Err(StoreError::AlreadyExists(format!(
+                "key {key_id:?} in domain {domain_id:?} (key ids are never reused)"
+            ))
+            .into());
+        }
+        let material = self.new_material(&key, 1)?;
         let first = StoredVersion {
             version: 1,
+            state: VersionState::Enabled,
             material,
             created_at: now,
         };
@@ -233,6 +245,14 @@ impl KeyStore {
             return Err(error.into());
         }
         Ok(key)
+    }
+
+    /// Makes the material of a new version, in memory and wrapped or inside the HSM.
+    fn new_material(&self, key: &KeyInfo, version: u32) -> Result<StoredMaterial, Error> {
+        Ok(match key.protection {
+            Protection::Software => StoredMaterial::Wrapped(self.wrap_new_material(key, version)?),
+            Protection::Hsm => StoredMaterial::Hsm(self.generate_in_hsm(key, version)?),
+        })
     }
 
     fn wrap_new_material(&self, key: &KeyInfo, version: u32) -> Result<Vec<u8>, Error> {
@@ -254,22 +274,15 @@ impl KeyStore {
                     .to_owned(),
             )
         })?;
-        if self.store.key(&key.domain_id, &key.key_id).is_ok() {
-            return Err(StoreError::AlreadyExists(format!(
-                "key {:?} in domain {:?} (key ids are never reused)",
-                key.key_id, key.domain_id
-            ))
-            .into());
-        }
-        let label = model::hsm_label(&key.domain_id, &key.key_id, version);
-        // An object under this label can only be left over from a creation that stopped before
-        // its row was stored, because the key id is not in the store.
-        if hsm.destroy_key(&label).map_err(RootError::from)? {
-            tracing::warn!(
-                label,
-                "removed an HSM object left over from an interrupted key creation"
-            );
-        }
+        // A random suffix keeps labels unique even when two processes make the same version
+        // at once; only the one whose row is stored keeps its object.
+        let mut suffix = [0u8; 8];
+        crypto::fill_random(&mut suffix).map_err(RootError::from)?;
+        let label = format!(
+            "{}/{}",
+            model::hsm_label(&key.domain_id, &key.key_id, version),
+            hex::encode(suffix)
+        );
         hsm.generate_key(&label).map_err(RootError::from)?;
         Ok(label)
     }

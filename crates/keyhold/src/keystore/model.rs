@@ -31,6 +31,64 @@ pub enum KeyStatus {
     Enabled,
     /// Rejects encrypt and decrypt with `InvalidStateException`.
     Disabled,
+    /// Waiting for its deletion date; rejects encrypt and decrypt with `InvalidStateException`.
+    PendingDeletion,
+    /// Material destroyed; the id stays as a tombstone and requests get `KeyNotFoundException`.
+    Destroyed,
+}
+
+impl KeyStatus {
+    /// The stored and displayed name, such as `PENDING_DELETION`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Enabled => "ENABLED",
+            Self::Disabled => "DISABLED",
+            Self::PendingDeletion => "PENDING_DELETION",
+            Self::Destroyed => "DESTROYED",
+        }
+    }
+
+    /// Parses a stored name.
+    pub fn parse(text: &str) -> Option<Self> {
+        [
+            Self::Enabled,
+            Self::Disabled,
+            Self::PendingDeletion,
+            Self::Destroyed,
+        ]
+        .into_iter()
+        .find(|status| status.as_str() == text)
+    }
+}
+
+/// State of one key version.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum VersionState {
+    /// Decrypts, and encrypts when primary.
+    Enabled,
+    /// Its ciphertexts fail with `InvalidStateException` until it is enabled again.
+    Disabled,
+    /// Material erased for good.
+    Destroyed,
+}
+
+impl VersionState {
+    /// The stored and displayed name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Enabled => "ENABLED",
+            Self::Disabled => "DISABLED",
+            Self::Destroyed => "DESTROYED",
+        }
+    }
+
+    /// Parses a stored name.
+    pub fn parse(text: &str) -> Option<Self> {
+        [Self::Enabled, Self::Disabled, Self::Destroyed]
+            .into_iter()
+            .find(|state| state.as_str() == text)
+    }
 }
 
 /// How a key's material is protected.
@@ -168,6 +226,8 @@ pub struct Domain {
     pub status: DomainStatus,
     /// Request quota in requests per second; `None` means no quota.
     pub quota_rps: Option<u32>,
+    /// Secondary authorization policy as JSON; `None` allows every authenticated request.
+    pub policy: Option<String>,
     /// Creation time, Unix seconds.
     pub created_at: i64,
 }
@@ -213,6 +273,12 @@ pub struct KeyInfo {
     pub primary_version: u32,
     /// The only `kmsKeyArn` allowed to use the key; `None` allows any.
     pub bound_kms_key_arn: Option<String>,
+    /// Automatic rotation period in seconds; `None` rotates only on request.
+    pub rotation_period_secs: Option<i64>,
+    /// When a key pending deletion is destroyed, Unix seconds.
+    pub deletion_at: Option<i64>,
+    /// Secondary authorization policy of this key as JSON, checked after the domain's.
+    pub policy: Option<String>,
     /// Creation time, Unix seconds.
     pub created_at: i64,
 }
@@ -222,6 +288,8 @@ pub struct KeyInfo {
 pub struct StoredVersion {
     /// Version number, from 1.
     pub version: u32,
+    /// Enabled, disabled or destroyed.
+    pub state: VersionState,
     /// Where the material is.
     pub material: StoredMaterial,
     /// Creation time, Unix seconds.
@@ -235,6 +303,8 @@ pub enum StoredMaterial {
     Wrapped(Vec<u8>),
     /// Label of a non-extractable HSM object.
     Hsm(String),
+    /// Erased.
+    Destroyed,
 }
 
 impl fmt::Debug for StoredMaterial {
@@ -242,14 +312,23 @@ impl fmt::Debug for StoredMaterial {
         match self {
             Self::Wrapped(_) => f.write_str("Wrapped(..)"),
             Self::Hsm(label) => f.debug_tuple("Hsm").field(label).finish(),
+            Self::Destroyed => f.write_str("Destroyed"),
         }
     }
 }
 
-/// The HSM object label of a key version: unique per domain, key and version, so a row moved
-/// onto another key points at an object that does not exist.
+/// The start of the HSM object label of a key version; a random suffix follows after `/`. It
+/// names the domain, key and version, so a row moved onto another key is detected.
 pub fn hsm_label(domain_id: &str, key_id: &str, version: u32) -> String {
     format!("keyhold/{domain_id}/{key_id}/v{version}")
+}
+
+/// Whether `label` is an HSM object label of this key version.
+pub fn is_hsm_label_of(label: &str, domain_id: &str, key_id: &str, version: u32) -> bool {
+    label
+        .strip_prefix(&hsm_label(domain_id, key_id, version))
+        .and_then(|rest| rest.strip_prefix('/'))
+        .is_some_and(|suffix| !suffix.is_empty() && !suffix.contains('/'))
 }
 
 /// Checks a domain id against `[a-z0-9-]{1,63}`.

@@ -10,8 +10,9 @@ use std::sync::Arc;
 use crate::auth::Sigv4Secret;
 use crate::crypto::DataKey;
 use crate::hsm::Hsm;
+use crate::policy::{Effect, Policy, Rule};
 
-use super::model::{Domain, KeyInfo, Protection, StoredMaterial, hsm_label};
+use super::model::{Domain, KeyInfo, Protection, StoredMaterial, VersionState, is_hsm_label_of};
 use super::root::{RootOfTrust, WrapContext};
 use super::store::Dataset;
 
@@ -43,6 +44,8 @@ pub struct DomainView {
     credentials: HashMap<String, Sigv4Secret>,
     keys: HashMap<String, KeyView>,
     hsm_keys: usize,
+    /// The domain's secondary authorization policy.
+    pub policy: Option<Policy>,
 }
 
 /// One key with the material of its versions.
@@ -50,6 +53,8 @@ pub struct DomainView {
 pub struct KeyView {
     /// The key's attributes.
     pub info: KeyInfo,
+    /// The key's own secondary authorization policy.
+    pub policy: Option<Policy>,
     versions: BTreeMap<u32, VersionMaterial>,
 }
 
@@ -64,6 +69,10 @@ enum VersionMaterial {
     Software(Option<DataKey>),
     /// Label of the HSM object.
     Hsm(String),
+    /// Disabled; the material is not loaded.
+    Disabled,
+    /// Erased.
+    Destroyed,
 }
 
 /// Result of looking up a key version.
@@ -75,6 +84,10 @@ pub enum VersionLookup<'a> {
     Hsm(&'a str),
     /// The version exists but its material did not unwrap; the snapshot's problems say why.
     Unavailable,
+    /// The version is disabled.
+    Disabled,
+    /// The version's material was destroyed.
+    Destroyed,
     /// No such version.
     Missing,
 }
@@ -90,11 +103,17 @@ impl Snapshot {
             .domains
             .into_iter()
             .map(|domain| {
+                let policy = parse_policy(
+                    domain.policy.as_deref(),
+                    &format!("domain {}", domain.id),
+                    &mut problems,
+                );
                 let view = DomainView {
                     domain,
                     credentials: HashMap::new(),
                     keys: HashMap::new(),
                     hsm_keys: 0,
+                    policy,
                 };
                 (view.domain.id.clone(), view)
             })
@@ -129,34 +148,51 @@ impl Snapshot {
                     key_id: &info.key_id,
                     version: version.version,
                 };
-                let material = match version.material {
-                    StoredMaterial::Wrapped(wrapped) => {
-                        let key = root
-                            .unwrap(context, &wrapped)
-                            .ok()
-                            .and_then(|material| DataKey::new(&material).ok());
-                        if key.is_none() {
-                            problems.push(format!(
+                let material = match (version.state, version.material) {
+                    (VersionState::Destroyed, _) | (_, StoredMaterial::Destroyed) => {
+                        VersionMaterial::Destroyed
+                    }
+                    (VersionState::Disabled, _) => VersionMaterial::Disabled,
+                    (VersionState::Enabled, material) => match material {
+                        StoredMaterial::Wrapped(wrapped) => {
+                            let key = root
+                                .unwrap(context, &wrapped)
+                                .ok()
+                                .and_then(|material| DataKey::new(&material).ok());
+                            if key.is_none() {
+                                problems.push(format!(
                                 "version {} of key {} in domain {} did not unwrap under the root key",
                                 version.version, info.key_id, info.domain_id
                             ));
+                            }
+                            VersionMaterial::Software(key)
                         }
-                        VersionMaterial::Software(key)
-                    }
-                    StoredMaterial::Hsm(label) => {
-                        if label != hsm_label(&info.domain_id, &info.key_id, version.version) {
-                            problems.push(format!(
+                        StoredMaterial::Hsm(label) => {
+                            if !is_hsm_label_of(
+                                &label,
+                                &info.domain_id,
+                                &info.key_id,
+                                version.version,
+                            ) {
+                                problems.push(format!(
                                 "version {} of key {} in domain {} names HSM object {label:?}, which belongs to another key",
                                 version.version, info.key_id, info.domain_id
                             ));
-                            VersionMaterial::Software(None)
-                        } else {
-                            VersionMaterial::Hsm(label)
+                                VersionMaterial::Software(None)
+                            } else {
+                                VersionMaterial::Hsm(label)
+                            }
                         }
-                    }
+                        StoredMaterial::Destroyed => VersionMaterial::Destroyed,
+                    },
                 };
                 unwrapped.insert(version.version, material);
             }
+            let key_policy = parse_policy(
+                info.policy.as_deref(),
+                &format!("key {} in domain {}", info.key_id, info.domain_id),
+                &mut problems,
+            );
             if let Some(view) = domains.get_mut(&info.domain_id) {
                 if info.protection == Protection::Hsm {
                     view.hsm_keys += 1;
@@ -164,6 +200,7 @@ impl Snapshot {
                 view.keys.insert(
                     info.key_id.clone(),
                     KeyView {
+                        policy: key_policy,
                         info,
                         versions: unwrapped,
                     },
@@ -208,6 +245,32 @@ impl Snapshot {
     }
 }
 
+/// Parses a stored policy. A policy that does not parse denies every request, so a damaged row
+/// never opens access.
+fn parse_policy(text: Option<&str>, owner: &str, problems: &mut Vec<String>) -> Option<Policy> {
+    let text = text?;
+    match Policy::parse(text) {
+        Ok(policy) => Some(policy),
+        Err(error) => {
+            problems.push(format!(
+                "policy of {owner} is unusable and denies every request: {error}"
+            ));
+            Some(Policy {
+                rules: vec![Rule {
+                    name: "stored-policy-is-invalid".to_owned(),
+                    effect: Effect::Deny,
+                    accounts: None,
+                    principals: None,
+                    operations: None,
+                    source_vpcs: None,
+                    source_vpces: None,
+                    via_services: None,
+                }],
+            })
+        }
+    }
+}
+
 impl DomainView {
     /// The secret of an active credential of this domain.
     pub fn credential(&self, access_key_id: &str) -> Option<&Sigv4Secret> {
@@ -232,6 +295,8 @@ impl KeyView {
             Some(VersionMaterial::Software(Some(key))) => VersionLookup::Ready(key),
             Some(VersionMaterial::Hsm(label)) => VersionLookup::Hsm(label),
             Some(VersionMaterial::Software(None)) => VersionLookup::Unavailable,
+            Some(VersionMaterial::Disabled) => VersionLookup::Disabled,
+            Some(VersionMaterial::Destroyed) => VersionLookup::Destroyed,
             None => VersionLookup::Missing,
         }
     }

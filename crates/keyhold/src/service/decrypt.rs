@@ -5,6 +5,7 @@ use zeroize::Zeroizing;
 use crate::crypto::{self, IV_LEN, TAG_LEN};
 use crate::hsm::Hsm;
 use crate::keystore::snapshot::DomainView;
+use crate::policy::RequestContext;
 
 use super::{ServiceError, cipher, decode_metadata, usable_key};
 
@@ -13,8 +14,8 @@ use super::{ServiceError, cipher, decode_metadata, usable_key};
 pub struct DecryptInput<'a> {
     /// The external key id.
     pub key_id: &'a str,
-    /// `requestMetadata.kmsKeyArn`, checked against the key's binding.
-    pub kms_key_arn: &'a str,
+    /// The request metadata that the key binding and the policies check.
+    pub request: RequestContext<'a>,
     /// Ciphertext bytes.
     pub ciphertext: &'a [u8],
     /// The IV from the encryption.
@@ -47,7 +48,7 @@ pub fn decrypt(
     hsm: Option<&Hsm>,
     input: &DecryptInput<'_>,
 ) -> Result<DecryptOutput, ServiceError> {
-    let key = usable_key(domain, input.key_id, input.kms_key_arn)?;
+    let key = usable_key(domain, input.key_id, &input.request)?;
     if !key.info.usage.decrypt() {
         return Err(ServiceError::UsageNotAllowed {
             key_id: input.key_id.to_owned(),

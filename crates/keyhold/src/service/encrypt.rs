@@ -4,6 +4,7 @@
 use crate::crypto::{self, IV_LEN, TAG_LEN};
 use crate::hsm::Hsm;
 use crate::keystore::snapshot::DomainView;
+use crate::policy::RequestContext;
 
 use super::{METADATA_LEN, ServiceError, cipher, encode_metadata, usable_key};
 
@@ -12,8 +13,8 @@ use super::{METADATA_LEN, ServiceError, cipher, encode_metadata, usable_key};
 pub struct EncryptInput<'a> {
     /// The external key id.
     pub key_id: &'a str,
-    /// `requestMetadata.kmsKeyArn`, checked against the key's binding.
-    pub kms_key_arn: &'a str,
+    /// The request metadata that the key binding and the policies check.
+    pub request: RequestContext<'a>,
     /// Bytes to encrypt.
     pub plaintext: &'a [u8],
     /// Request AAD; `None` and empty are equivalent.
@@ -51,7 +52,7 @@ pub fn encrypt(
     hsm: Option<&Hsm>,
     input: &EncryptInput<'_>,
 ) -> Result<EncryptOutput, ServiceError> {
-    let key = usable_key(domain, input.key_id, input.kms_key_arn)?;
+    let key = usable_key(domain, input.key_id, &input.request)?;
     if !key.info.usage.encrypt() {
         return Err(ServiceError::UsageNotAllowed {
             key_id: input.key_id.to_owned(),

@@ -15,6 +15,7 @@ use crate::crypto::{self, DataKey, IV_LEN, Sealed};
 use crate::hsm::{Hsm, HsmError, HsmKey};
 use crate::keystore::model::{DomainStatus, KeyStatus};
 use crate::keystore::snapshot::{DomainView, KeyView, VersionLookup};
+use crate::policy::RequestContext;
 
 /// Format byte of Keyhold's `ciphertextMetadata`: AES-256-GCM with the XKS AAD framing, followed
 /// by the key version as a 32-bit big-endian number.
@@ -35,6 +36,19 @@ pub enum ServiceError {
     /// The key is disabled.
     #[error("key {0} is disabled")]
     KeyDisabled(String),
+    /// The key is scheduled for deletion.
+    #[error("key {0} is pending deletion")]
+    KeyPendingDeletion(String),
+    /// The version named in the ciphertext is disabled or destroyed.
+    #[error("version {version} of key {key_id} is {state}")]
+    VersionUnusable {
+        /// The key.
+        key_id: String,
+        /// The version.
+        version: u32,
+        /// `disabled` or `destroyed`.
+        state: &'static str,
+    },
     /// The key's usage does not include the operation.
     #[error("key {key_id} does not allow {operation}")]
     UsageNotAllowed {
@@ -144,6 +158,16 @@ fn cipher<'a>(
             "version {version} of key {} is not available",
             key.info.key_id
         ))),
+        VersionLookup::Disabled => Err(ServiceError::VersionUnusable {
+            key_id: key.info.key_id.clone(),
+            version,
+            state: "disabled",
+        }),
+        VersionLookup::Destroyed => Err(ServiceError::VersionUnusable {
+            key_id: key.info.key_id.clone(),
+            version,
+            state: "destroyed",
+        }),
         VersionLookup::Missing => Ok(None),
     }
 }
@@ -177,27 +201,63 @@ pub fn decode_metadata(metadata: Option<&[u8]>) -> Result<u32, ServiceError> {
     }
 }
 
-/// Finds an enabled key in an enabled domain that `kms_key_arn` may use.
+/// Applies the key binding, then the policies.
+fn authorize(
+    domain: &DomainView,
+    key: &KeyView,
+    request: &RequestContext<'_>,
+) -> Result<(), ServiceError> {
+    if let Some(bound) = &key.info.bound_kms_key_arn
+        && request.kms_key_arn != Some(bound.as_str())
+    {
+        return Err(ServiceError::AccessDenied(format!(
+            "key {} is bound to another KMS key ARN",
+            key.info.key_id
+        )));
+    }
+    check_policies(domain, key, request)
+}
+
+/// Applies the domain's policy, then the key's; both must allow the request.
+fn check_policies(
+    domain: &DomainView,
+    key: &KeyView,
+    request: &RequestContext<'_>,
+) -> Result<(), ServiceError> {
+    let policies = [
+        ("domain policy", domain.policy.as_ref()),
+        ("key policy", key.policy.as_ref()),
+    ];
+    for (owner, policy) in policies {
+        if let Some(Err(reason)) = policy.map(|policy| policy.evaluate(request)) {
+            tracing::info!(%reason, owner, "request denied by policy");
+            return Err(ServiceError::AccessDenied(format!("{owner}: {reason}")));
+        }
+    }
+    Ok(())
+}
+
+/// Finds an enabled key in an enabled domain that the request may use.
 fn usable_key<'d>(
     domain: &'d DomainView,
     key_id: &str,
-    kms_key_arn: &str,
+    request: &RequestContext<'_>,
 ) -> Result<&'d KeyView, ServiceError> {
     if domain.domain.status == DomainStatus::Disabled {
         return Err(ServiceError::DomainDisabled(domain.domain.id.clone()));
     }
+    // A destroyed key is a tombstone: its id can never be used or reused.
     let key = domain
         .key(key_id)
+        .filter(|key| key.info.status != KeyStatus::Destroyed)
         .ok_or_else(|| ServiceError::KeyNotFound(key_id.to_owned()))?;
-    if let Some(bound) = &key.info.bound_kms_key_arn
-        && bound != kms_key_arn
-    {
-        return Err(ServiceError::AccessDenied(format!(
-            "key {key_id} is bound to another KMS key ARN"
-        )));
-    }
-    if key.info.status != KeyStatus::Enabled {
-        return Err(ServiceError::KeyDisabled(key_id.to_owned()));
+    authorize(domain, key, request)?;
+    match key.info.status {
+        KeyStatus::Enabled => {}
+        KeyStatus::Disabled => return Err(ServiceError::KeyDisabled(key_id.to_owned())),
+        KeyStatus::PendingDeletion | KeyStatus::Destroyed => {
+            return Err(ServiceError::KeyPendingDeletion(key_id.to_owned()));
+        }
     }
     Ok(key)
 }

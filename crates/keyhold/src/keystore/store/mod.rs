@@ -5,6 +5,8 @@
 //! with `synchronous = FULL`, so a change is on disk before the command that made it returns.
 //! Secrets arrive here already wrapped; this module never sees them in clear.
 
+mod lifecycle;
+
 use std::path::Path;
 use std::time::Duration;
 
@@ -12,7 +14,7 @@ use rusqlite::{Connection, OptionalExtension as _, TransactionBehavior, params};
 
 use super::model::{
     CredentialInfo, Domain, DomainStatus, KeyInfo, KeyStatus, KeyUsage, MAX_ACTIVE_CREDENTIALS,
-    Protection, StoredMaterial, StoredVersion,
+    Protection, StoredMaterial, StoredVersion, VersionState,
 };
 
 /// Schema version this build writes and reads.
@@ -31,6 +33,7 @@ CREATE TABLE domains (
     uri_prefix TEXT NOT NULL UNIQUE,
     status TEXT NOT NULL CHECK (status IN ('ENABLED', 'DISABLED')),
     quota_rps INTEGER CHECK (quota_rps > 0),
+    policy TEXT,
     created_at INTEGER NOT NULL
 );
 CREATE TABLE credentials (
@@ -48,10 +51,15 @@ CREATE TABLE keys (
     description TEXT NOT NULL,
     usage_encrypt INTEGER NOT NULL,
     usage_decrypt INTEGER NOT NULL,
-    status TEXT NOT NULL CHECK (status IN ('ENABLED', 'DISABLED')),
+    status TEXT NOT NULL
+        CHECK (status IN ('ENABLED', 'DISABLED', 'PENDING_DELETION', 'DESTROYED')),
+    status_before_deletion TEXT CHECK (status_before_deletion IN ('ENABLED', 'DISABLED')),
     protection TEXT NOT NULL CHECK (protection IN ('software', 'hsm')),
     primary_version INTEGER NOT NULL,
     bound_kms_key_arn TEXT,
+    rotation_period_secs INTEGER CHECK (rotation_period_secs > 0),
+    deletion_at INTEGER,
+    policy TEXT,
     created_at INTEGER NOT NULL,
     PRIMARY KEY (domain_id, key_id)
 );
@@ -59,10 +67,12 @@ CREATE TABLE key_versions (
     domain_id TEXT NOT NULL,
     key_id TEXT NOT NULL,
     version INTEGER NOT NULL,
+    state TEXT NOT NULL CHECK (state IN ('ENABLED', 'DISABLED', 'DESTROYED')),
     wrapped_material BLOB,
     hsm_label TEXT,
     created_at INTEGER NOT NULL,
-    CHECK ((wrapped_material IS NULL) <> (hsm_label IS NULL)),
+    CHECK (CASE WHEN state = 'DESTROYED' THEN wrapped_material IS NULL
+           ELSE (wrapped_material IS NULL) <> (hsm_label IS NULL) END),
     PRIMARY KEY (domain_id, key_id, version),
     FOREIGN KEY (domain_id, key_id) REFERENCES keys (domain_id, key_id)
 );
@@ -181,14 +191,16 @@ impl Store {
                 )));
             }
             tx.execute(
-                "INSERT INTO domains (id, display_name, uri_prefix, status, quota_rps, created_at)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+                "INSERT INTO domains (id, display_name, uri_prefix, status, quota_rps, policy,
+                     created_at)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
                 params![
                     domain.id,
                     domain.display_name,
                     domain.uri_prefix,
                     domain_status_text(domain.status),
                     domain.quota_rps,
+                    domain.policy,
                     domain.created_at
                 ],
             )?;
@@ -326,8 +338,8 @@ impl Store {
             tx.execute(
                 "INSERT INTO keys (domain_id, key_id, name, description, usage_encrypt,
                      usage_decrypt, status, protection, primary_version, bound_kms_key_arn,
-                     created_at)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
+                     rotation_period_secs, deletion_at, policy, created_at)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14)",
                 params![
                     key.domain_id,
                     key.key_id,
@@ -335,30 +347,17 @@ impl Store {
                     key.description,
                     key.usage.encrypt(),
                     key.usage.decrypt(),
-                    key_status_text(key.status),
+                    key.status.as_str(),
                     key.protection.as_str(),
                     key.primary_version,
                     key.bound_kms_key_arn,
+                    key.rotation_period_secs,
+                    key.deletion_at,
+                    key.policy,
                     key.created_at
                 ],
             )?;
-            let (wrapped, hsm_label) = match &first.material {
-                StoredMaterial::Wrapped(wrapped) => (Some(wrapped.as_slice()), None),
-                StoredMaterial::Hsm(label) => (None, Some(label.as_str())),
-            };
-            tx.execute(
-                "INSERT INTO key_versions (domain_id, key_id, version, wrapped_material,
-                     hsm_label, created_at)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
-                params![
-                    key.domain_id,
-                    key.key_id,
-                    first.version,
-                    wrapped,
-                    hsm_label,
-                    first.created_at
-                ],
-            )?;
+            insert_version(tx, &key.domain_id, &key.key_id, first)?;
             Ok(())
         })
     }
@@ -396,28 +395,36 @@ impl Store {
             })?
     }
 
-    /// Sets a key's status.
+    /// Enables or disables a key. Keys pending deletion or destroyed cannot change this way.
     ///
     /// # Errors
     ///
-    /// Returns [`StoreError::NotFound`] when the domain or key does not exist.
+    /// Returns [`StoreError::NotFound`] when the domain or key does not exist, and
+    /// [`StoreError::Rejected`] for a key pending deletion or destroyed.
     pub fn set_key_status(
         &mut self,
         domain_id: &str,
         key_id: &str,
         status: KeyStatus,
     ) -> Result<(), StoreError> {
+        debug_assert!(matches!(status, KeyStatus::Enabled | KeyStatus::Disabled));
         self.write(|tx| {
-            let changed = tx.execute(
-                "UPDATE keys SET status = ?3 WHERE domain_id = ?1 AND key_id = ?2",
-                params![domain_id, key_id, key_status_text(status)],
-            )?;
-            if changed == 0 {
-                domain_exists(tx, domain_id)?;
-                return Err(StoreError::NotFound(format!(
-                    "key {key_id:?} in domain {domain_id:?}"
+            let current = key_status(tx, domain_id, key_id)?;
+            if matches!(current, KeyStatus::PendingDeletion | KeyStatus::Destroyed) {
+                return Err(StoreError::Rejected(format!(
+                    "key {key_id:?} is {}; {}",
+                    current.as_str(),
+                    if current == KeyStatus::Destroyed {
+                        "a destroyed key cannot be used again"
+                    } else {
+                        "cancel the deletion with `keyhold key cancel-deletion` first"
+                    }
                 )));
             }
+            tx.execute(
+                "UPDATE keys SET status = ?3 WHERE domain_id = ?1 AND key_id = ?2",
+                params![domain_id, key_id, status.as_str()],
+            )?;
             Ok(())
         })
     }
@@ -480,27 +487,14 @@ impl Store {
         };
         {
             let mut statement = tx.prepare(
-                "SELECT domain_id, key_id, version, wrapped_material, hsm_label, created_at
+                "SELECT domain_id, key_id, version, state, wrapped_material, hsm_label, created_at
                  FROM key_versions ORDER BY domain_id, key_id, version",
             )?;
             let mut rows = statement.query([])?;
             while let Some(row) = rows.next()? {
                 let domain_id: String = row.get(0)?;
                 let key_id: String = row.get(1)?;
-                let material = match (row.get::<_, Option<Vec<u8>>>(3)?, row.get(4)?) {
-                    (Some(wrapped), None) => StoredMaterial::Wrapped(wrapped),
-                    (None, Some(label)) => StoredMaterial::Hsm(label),
-                    _ => {
-                        return Err(StoreError::Corrupt(format!(
-                            "version of key {key_id:?} needs exactly one of wrapped material and an HSM label"
-                        )));
-                    }
-                };
-                let version = StoredVersion {
-                    version: row.get(2)?,
-                    material,
-                    created_at: row.get(5)?,
-                };
+                let version = version_from_row(row)??;
                 let position = keys.binary_search_by(|(key, _)| {
                     (key.domain_id.as_str(), key.key_id.as_str())
                         .cmp(&(domain_id.as_str(), key_id.as_str()))
@@ -548,9 +542,10 @@ impl Store {
 }
 
 const KEY_COLUMNS: &str = "SELECT domain_id, key_id, name, description, usage_encrypt, \
-    usage_decrypt, status, protection, primary_version, bound_kms_key_arn, created_at FROM keys";
+    usage_decrypt, status, protection, primary_version, bound_kms_key_arn, \
+    rotation_period_secs, deletion_at, policy, created_at FROM keys";
 
-const DOMAIN_COLUMNS: &str = "id, display_name, uri_prefix, status, quota_rps, created_at";
+const DOMAIN_COLUMNS: &str = "id, display_name, uri_prefix, status, quota_rps, policy, created_at";
 
 fn migrate(conn: &mut Connection) -> Result<(), StoreError> {
     let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
@@ -572,6 +567,22 @@ fn migrate(conn: &mut Connection) -> Result<(), StoreError> {
     }
     tx.commit()?;
     Ok(())
+}
+
+/// The status of a key, or [`StoreError::NotFound`] naming the missing domain or key.
+fn key_status(conn: &Connection, domain_id: &str, key_id: &str) -> Result<KeyStatus, StoreError> {
+    domain_exists(conn, domain_id)?;
+    let status: Option<String> = conn
+        .query_row(
+            "SELECT status FROM keys WHERE domain_id = ?1 AND key_id = ?2",
+            [domain_id, key_id],
+            |row| row.get(0),
+        )
+        .optional()?;
+    let status = status
+        .ok_or_else(|| StoreError::NotFound(format!("key {key_id:?} in domain {domain_id:?}")))?;
+    KeyStatus::parse(&status)
+        .ok_or_else(|| StoreError::Corrupt(format!("key {key_id:?} has status {status:?}")))
 }
 
 fn domain_exists(conn: &Connection, id: &str) -> Result<(), StoreError> {
@@ -605,7 +616,8 @@ fn domain_from_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<Result<Domain, S
         uri_prefix: row.get(2)?,
         status,
         quota_rps: row.get(4)?,
-        created_at: row.get(5)?,
+        policy: row.get(5)?,
+        created_at: row.get(6)?,
     }))
 }
 
@@ -621,14 +633,10 @@ fn credential_from_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<CredentialIn
 fn key_from_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<Result<KeyInfo, StoreError>> {
     let key_id: String = row.get(1)?;
     let status: String = row.get(6)?;
-    let status = match status.as_str() {
-        "ENABLED" => KeyStatus::Enabled,
-        "DISABLED" => KeyStatus::Disabled,
-        other => {
-            return Ok(Err(StoreError::Corrupt(format!(
-                "key {key_id:?} has status {other:?}"
-            ))));
-        }
+    let Some(status) = KeyStatus::parse(&status) else {
+        return Ok(Err(StoreError::Corrupt(format!(
+            "key {key_id:?} has status {status:?}"
+        ))));
     };
     let protection: String = row.get(7)?;
     let protection = match Protection::parse(&protection) {
@@ -654,7 +662,10 @@ fn key_from_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<Result<KeyInfo, Sto
         protection,
         primary_version: row.get(8)?,
         bound_kms_key_arn: row.get(9)?,
-        created_at: row.get(10)?,
+        rotation_period_secs: row.get(10)?,
+        deletion_at: row.get(11)?,
+        policy: row.get(12)?,
+        created_at: row.get(13)?,
     }))
 }
 
@@ -665,9 +676,61 @@ fn domain_status_text(status: DomainStatus) -> &'static str {
     }
 }
 
-fn key_status_text(status: KeyStatus) -> &'static str {
-    match status {
-        KeyStatus::Enabled => "ENABLED",
-        KeyStatus::Disabled => "DISABLED",
-    }
+/// Inserts a version row.
+fn insert_version(
+    tx: &Connection,
+    domain_id: &str,
+    key_id: &str,
+    version: &StoredVersion,
+) -> Result<(), StoreError> {
+    let (wrapped, hsm_label) = match &version.material {
+        StoredMaterial::Wrapped(wrapped) => (Some(wrapped.as_slice()), None),
+        StoredMaterial::Hsm(label) => (None, Some(label.as_str())),
+        StoredMaterial::Destroyed => (None, None),
+    };
+    tx.execute(
+        "INSERT INTO key_versions (domain_id, key_id, version, state, wrapped_material,
+             hsm_label, created_at)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+        params![
+            domain_id,
+            key_id,
+            version.version,
+            version.state.as_str(),
+            wrapped,
+            hsm_label,
+            version.created_at
+        ],
+    )?;
+    Ok(())
+}
+
+/// Reads a version from a row of `version, state, wrapped_material, hsm_label, created_at`
+/// starting at column 2.
+fn version_from_row(
+    row: &rusqlite::Row<'_>,
+) -> rusqlite::Result<Result<StoredVersion, StoreError>> {
+    let number: u32 = row.get(2)?;
+    let state: String = row.get(3)?;
+    let Some(state) = VersionState::parse(&state) else {
+        return Ok(Err(StoreError::Corrupt(format!(
+            "version {number} has state {state:?}"
+        ))));
+    };
+    let material = match (state, row.get::<_, Option<Vec<u8>>>(4)?, row.get(5)?) {
+        (VersionState::Destroyed, _, _) => StoredMaterial::Destroyed,
+        (_, Some(wrapped), None) => StoredMaterial::Wrapped(wrapped),
+        (_, None, Some(label)) => StoredMaterial::Hsm(label),
+        _ => {
+            return Ok(Err(StoreError::Corrupt(format!(
+                "version {number} needs exactly one of wrapped material and an HSM label"
+            ))));
+        }
+    };
+    Ok(Ok(StoredVersion {
+        version: number,
+        state,
+        material,
+        created_at: row.get(6)?,
+    }))
 }
