@@ -6,6 +6,7 @@
 //! command line of the `keyhold` binary.
 
 pub mod api;
+pub mod audit;
 pub mod auth;
 pub mod cli;
 pub mod config;

@@ -13,7 +13,7 @@ use hyper_util::server::graceful::GracefulShutdown;
 use tokio::net::TcpListener;
 use tokio_rustls::TlsAcceptor;
 
-use super::{XksState, handle};
+use super::{ConnectionInfo, XksState, handle, tls};
 use crate::keystore::KeyStore;
 
 /// Longest time a client may take to finish the TLS handshake.
@@ -77,9 +77,19 @@ pub async fn serve(
                         return;
                     }
                 };
+            let connection_info = Arc::new(ConnectionInfo {
+                peer: Some(peer.to_string()),
+                client_subject: tls_stream
+                    .get_ref()
+                    .1
+                    .peer_certificates()
+                    .and_then(|chain| chain.first())
+                    .and_then(|certificate| tls::certificate_names(certificate).into_iter().next()),
+            });
             let service = service_fn(move |request| {
                 let state = state.clone();
-                async move { Ok::<_, Infallible>(handle(state, request).await) }
+                let connection_info = connection_info.clone();
+                async move { Ok::<_, Infallible>(handle(state, connection_info, request).await) }
             });
             let connection = hyper::server::conn::http1::Builder::new()
                 .timer(TokioTimer::new())

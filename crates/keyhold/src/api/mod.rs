@@ -15,7 +15,7 @@ pub mod tls;
 
 use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use arc_swap::ArcSwap;
 use bytes::Bytes;
@@ -24,6 +24,7 @@ use hyper::body::Incoming;
 use hyper::{Method, Request, Response};
 use tracing::field;
 
+use crate::audit::{self, AuditLog, AuditRecord};
 use crate::keystore::model::Protection;
 use crate::keystore::snapshot::Snapshot;
 use crate::service::health;
@@ -51,11 +52,21 @@ pub struct XksState {
     pub quotas: throttle::DomainQuotas,
     /// The last deep health check.
     pub health: health::HealthCache,
+    /// Where every request is recorded.
+    pub audit: AuditLog,
+    /// Longest time a request may wait for the HSM.
+    pub time_budget: Duration,
 }
 
 impl XksState {
     /// Creates the state around a first snapshot.
-    pub fn new(snapshot: Snapshot, node: health::NodeInfo, allowed_regions: Vec<String>) -> Self {
+    pub fn new(
+        snapshot: Snapshot,
+        node: health::NodeInfo,
+        allowed_regions: Vec<String>,
+        audit: AuditLog,
+        time_budget: Duration,
+    ) -> Self {
         Self {
             snapshot: ArcSwap::from_pointee(snapshot),
             node,
@@ -63,12 +74,27 @@ impl XksState {
             allowed_regions,
             quotas: throttle::DomainQuotas::default(),
             health: health::HealthCache::default(),
+            audit,
+            time_budget,
         }
     }
 }
 
+/// Facts about the connection a request arrived on.
+#[derive(Debug, Clone, Default)]
+pub struct ConnectionInfo {
+    /// Client address and port.
+    pub peer: Option<String>,
+    /// Subject common name or first DNS name of the client certificate, with mutual TLS.
+    pub client_subject: Option<String>,
+}
+
 /// Handles one HTTP request on the XKS listener.
-pub async fn handle(state: Arc<XksState>, request: Request<Incoming>) -> Response<Full<Bytes>> {
+pub async fn handle(
+    state: Arc<XksState>,
+    connection: Arc<ConnectionInfo>,
+    request: Request<Incoming>,
+) -> Response<Full<Bytes>> {
     let started = Instant::now();
     let (parts, body) = request.into_parts();
     match parts.uri.path() {
@@ -82,11 +108,18 @@ pub async fn handle(state: Arc<XksState>, request: Request<Incoming>) -> Respons
         Ok(target) => target,
         Err(response) => return *response,
     };
-    let body = match read_body(body).await {
-        Ok(body) => body,
-        Err(error) => return finish(Err(error), started),
+    let mut record = AuditRecord {
+        node: state.node.id.clone(),
+        kind: "xks",
+        domain: snapshot
+            .domain_by_prefix(&target.prefix)
+            .map(|domain| domain.domain.id.clone()),
+        key_id: (!target.key_id.is_empty()).then(|| target.key_id.clone()),
+        operation: target.operation.as_str().to_owned(),
+        client_address: connection.peer.clone(),
+        mtls_subject: connection.client_subject.clone(),
+        ..AuditRecord::default()
     };
-
     let span = tracing::debug_span!(
         "xks",
         operation = target.operation.as_str(),
@@ -95,20 +128,84 @@ pub async fn handle(state: Arc<XksState>, request: Request<Incoming>) -> Respons
         kms_request_id = field::Empty,
         kms_operation = field::Empty,
     );
-    let result = if target.needs_hsm {
-        // PKCS#11 calls block, so they run on the blocking pool, never on an async worker.
-        let task_span = span.clone();
-        let blocking = tokio::task::spawn_blocking(move || {
-            task_span.in_scope(|| process(&state, &snapshot, &target, &parts, &body))
-        });
-        blocking.await.unwrap_or_else(|error| {
-            span.in_scope(|| tracing::error!(%error, "XKS request task failed"));
-            Err(XksError::internal())
-        })
-    } else {
-        span.in_scope(|| process(&state, &snapshot, &target, &parts, &body))
+
+    let result = match read_body(body).await {
+        Err(error) => Err(error),
+        Ok(body) if target.needs_hsm => {
+            // PKCS#11 calls block, so they run on the blocking pool, never on an async worker.
+            // The time budget turns a slow HSM into a retryable error before AWS KMS times out.
+            let task_span = span.clone();
+            let task_state = state.clone();
+            let operation = target.operation;
+            let blocking = tokio::task::spawn_blocking(move || {
+                task_span.in_scope(|| {
+                    let result =
+                        process(&task_state, &snapshot, &target, &parts, &body, &mut record);
+                    (result, record)
+                })
+            });
+            match tokio::time::timeout(state.time_budget, blocking).await {
+                Ok(Ok((result, filled))) => {
+                    record = filled;
+                    result
+                }
+                Ok(Err(error)) => {
+                    span.in_scope(|| tracing::error!(%error, "XKS request task failed"));
+                    record = AuditRecord {
+                        operation: operation.as_str().to_owned(),
+                        ..AuditRecord::default()
+                    };
+                    Err(XksError::internal())
+                }
+                Err(_) => {
+                    span.in_scope(|| {
+                        tracing::warn!(budget = ?state.time_budget, "XKS request exceeded its time budget");
+                    });
+                    record = AuditRecord {
+                        operation: operation.as_str().to_owned(),
+                        ..AuditRecord::default()
+                    };
+                    Err(XksError::new(
+                        ErrorName::DependencyTimeout,
+                        "the key manager's HSM did not answer within the request time budget; retry",
+                    ))
+                }
+            }
+        }
+        Ok(body) => {
+            span.in_scope(|| process(&state, &snapshot, &target, &parts, &body, &mut record))
+        }
     };
+    let result = span.in_scope(|| audit(&state, record, result, started));
     span.in_scope(|| finish(result, started))
+}
+
+/// Writes the audit record of a request. In fail-closed mode a record that cannot be queued
+/// turns a successful crypto result into `InternalException`, so no unaudited use succeeds.
+fn audit(
+    state: &XksState,
+    mut record: AuditRecord,
+    result: Result<Vec<u8>, XksError>,
+    started: Instant,
+) -> Result<Vec<u8>, XksError> {
+    record.time = audit::now_rfc3339();
+    record.latency_us = Some(u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX));
+    match &result {
+        Ok(_) => record.result = "success".to_owned(),
+        Err(error) => {
+            record.result = error.name().as_str().to_owned();
+            if error.name() == ErrorName::AccessDenied {
+                record.denied_by = Some(error.message().to_owned());
+            }
+        }
+    }
+    match state.audit.record(record) {
+        Ok(()) => result,
+        Err(error) => {
+            tracing::error!(%error, "XKS request rejected because its audit record cannot be written");
+            Err(XksError::internal())
+        }
+    }
 }
 
 /// What a request addresses, once routing has succeeded.

@@ -4,6 +4,7 @@
 use std::sync::atomic::Ordering;
 use std::time::{Instant, SystemTime};
 
+use crate::audit::AuditRecord;
 use crate::auth::sigv4::{self, RequestParts};
 use crate::keystore::snapshot::{DomainView, Snapshot};
 use crate::policy::RequestContext;
@@ -19,6 +20,7 @@ pub(super) fn process(
     target: &Target,
     parts: &hyper::http::request::Parts,
     body: &[u8],
+    audit: &mut AuditRecord,
 ) -> Result<Vec<u8>, XksError> {
     let domain = snapshot
         .domain_by_prefix(&target.prefix)
@@ -37,7 +39,7 @@ pub(super) fn process(
             body,
         },
     };
-    request.process()
+    request.process(audit)
 }
 
 /// One request with everything it needs, before authentication.
@@ -51,7 +53,7 @@ struct XksRequest<'a> {
 }
 
 impl XksRequest<'_> {
-    fn process(&self) -> Result<Vec<u8>, XksError> {
+    fn process(&self, audit: &mut AuditRecord) -> Result<Vec<u8>, XksError> {
         sigv4::verify(
             &self.signed,
             |access_key_id| self.domain.credential(access_key_id),
@@ -79,13 +81,28 @@ impl XksRequest<'_> {
             let span = tracing::Span::current();
             span.record("kms_request_id", metadata.kms_request_id.as_deref());
             span.record("kms_operation", metadata.kms_operation.as_deref());
+            audit.kms_request_id.clone_from(&metadata.kms_request_id);
+            audit.kms_operation.clone_from(&metadata.kms_operation);
+            audit
+                .aws_principal_arn
+                .clone_from(&metadata.aws_principal_arn);
+            audit.kms_key_arn.clone_from(&metadata.kms_key_arn);
+            audit.kms_via_service.clone_from(&metadata.kms_via_service);
+            audit.aws_source_vpc.clone_from(&metadata.aws_source_vpc);
+            audit.aws_source_vpce.clone_from(&metadata.aws_source_vpce);
         }
 
+        if self.operation != Operation::Health {
+            self.state.audit.check_writable().map_err(|error| {
+                tracing::error!(%error, "XKS request rejected: audit log not writable");
+                XksError::internal()
+            })?;
+        }
         let response = match self.operation {
             Operation::Health => self.health()?,
             Operation::KeyMetadata => self.key_metadata(&request)?,
-            Operation::Encrypt => self.encrypt(&request)?,
-            Operation::Decrypt => self.decrypt(&request)?,
+            Operation::Encrypt => self.encrypt(&request, audit)?,
+            Operation::Decrypt => self.decrypt(&request, audit)?,
         };
         Ok(response)
     }
@@ -122,7 +139,11 @@ impl XksRequest<'_> {
         })
     }
 
-    fn encrypt(&self, request: &body::RequestBody) -> Result<Vec<u8>, XksError> {
+    fn encrypt(
+        &self,
+        request: &body::RequestBody,
+        audit: &mut AuditRecord,
+    ) -> Result<Vec<u8>, XksError> {
         let inputs = body::encrypt_inputs(request)?;
         let output = encrypt::encrypt(
             self.domain,
@@ -136,6 +157,7 @@ impl XksRequest<'_> {
             },
         )
         .map_err(service_error)?;
+        audit.key_version = Some(output.version);
         to_json(&body::EncryptResponse {
             authentication_tag: body::base64(&output.tag),
             ciphertext: body::base64(&output.ciphertext),
@@ -147,7 +169,11 @@ impl XksRequest<'_> {
         })
     }
 
-    fn decrypt(&self, request: &body::RequestBody) -> Result<Vec<u8>, XksError> {
+    fn decrypt(
+        &self,
+        request: &body::RequestBody,
+        audit: &mut AuditRecord,
+    ) -> Result<Vec<u8>, XksError> {
         let inputs = body::decrypt_inputs(request)?;
         let output = decrypt::decrypt(
             self.domain,
@@ -163,6 +189,7 @@ impl XksRequest<'_> {
             },
         )
         .map_err(service_error)?;
+        audit.key_version = Some(output.version);
         to_json(&body::DecryptResponse {
             plaintext: zeroize::Zeroizing::new(body::base64(&output.plaintext)),
         })

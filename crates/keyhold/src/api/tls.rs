@@ -205,7 +205,7 @@ impl ClientCertVerifier for NamedClientVerifier {
 }
 
 /// The subject common names and DNS subject alternative names of a certificate.
-fn certificate_names(certificate: &CertificateDer<'_>) -> Vec<String> {
+pub fn certificate_names(certificate: &CertificateDer<'_>) -> Vec<String> {
     let Ok((_, parsed)) = x509_parser::parse_x509_certificate(certificate.as_ref()) else {
         return Vec::new();
     };

@@ -10,10 +10,12 @@ use tokio::net::TcpListener;
 use tracing_subscriber::EnvFilter;
 
 use crate::api::{self, XksState, listener, tls};
-use crate::config::{LogFormat, LogSection, Settings};
-use crate::keystore::KeyStore;
+use crate::audit::writer::WriterConfig;
+use crate::audit::{self, AuditLog, FailureMode};
+use crate::config::{LogFormat, LogSection, RootOfTrustSettings, Settings};
 use crate::keystore::root::open_root_of_trust;
 use crate::keystore::store::Store;
+use crate::keystore::{KeyStore, unix_now};
 use crate::service::health::NodeInfo;
 
 pub(super) fn run(dir: &Path, listen: Option<SocketAddr>) -> anyhow::Result<()> {
@@ -61,14 +63,20 @@ impl Server {
             model: format!(
                 "Keyhold {} (root of trust: {})",
                 env!("CARGO_PKG_VERSION"),
-                key_store.root().describe()
+                match settings.root_of_trust {
+                    RootOfTrustSettings::File(_) => "root-key file",
+                    RootOfTrustSettings::Pkcs11(_) => "PKCS#11 HSM",
+                }
             ),
         };
         let domains = snapshot.domain_count();
+        let audit = start_audit(settings)?;
         let state = Arc::new(XksState::new(
             snapshot,
             node,
             settings.allowed_regions.clone(),
+            audit,
+            settings.time_budget,
         ));
         listener::spawn_refresher(state.clone(), key_store, settings.scheduler_interval)
             .context("cannot start the refresh thread")?;
@@ -101,6 +109,35 @@ impl Server {
         tracing::info!("stopped");
         Ok(())
     }
+}
+
+/// Starts the audit writer; the chain head is recorded in the store after each sync.
+fn start_audit(settings: &Settings) -> anyhow::Result<AuditLog> {
+    let mut store = Store::open(&settings.database_path)
+        .with_context(|| format!("cannot open database {}", settings.database_path.display()))?;
+    let node_id = settings.node_id.clone();
+    let config = WriterConfig {
+        dir: settings.audit.dir.clone(),
+        max_file_bytes: settings.audit.max_file_mib.saturating_mul(1024 * 1024),
+        rotate_daily: settings.audit.rotate_daily,
+        queue_capacity: settings.audit.queue_capacity,
+        mode: if settings.audit.fail_open {
+            FailureMode::Open
+        } else {
+            FailureMode::Closed
+        },
+    };
+    audit::writer::start(config, move |head| {
+        if let Err(error) = store.record_audit_head(&node_id, head.seq, &head.hash, unix_now()) {
+            tracing::warn!(%error, "cannot record the audit chain head in the store");
+        }
+    })
+    .with_context(|| {
+        format!(
+            "cannot start the audit log in {}",
+            settings.audit.dir.display()
+        )
+    })
 }
 
 /// Opens the store and the root key named in the settings.

@@ -9,6 +9,9 @@ use serde::Deserialize;
 /// Name of the configuration file inside the data directory.
 pub const CONFIG_FILE_NAME: &str = "keyhold.toml";
 
+/// Default request time budget in milliseconds, below the 250 ms AWS KMS waits.
+pub const DEFAULT_TIME_BUDGET_MS: u64 = 200;
+
 /// Default time between runs of scheduled rotations and deletions, in seconds.
 pub const DEFAULT_SCHEDULER_INTERVAL_SECS: u64 = 60;
 
@@ -32,6 +35,58 @@ pub struct ConfigFile {
     /// `[log]`.
     #[serde(default)]
     pub log: LogSection,
+    /// `[audit]`.
+    #[serde(default)]
+    pub audit: AuditSection,
+}
+
+/// `[audit]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AuditSection {
+    /// Directory of the audit files.
+    #[serde(default = "default_audit_dir")]
+    pub dir: PathBuf,
+    /// Size in MiB at which the current file is rotated.
+    #[serde(default = "default_audit_max_file_mib")]
+    pub max_file_mib: u64,
+    /// Whether the current file is also rotated when the UTC day changes.
+    #[serde(default = "default_true")]
+    pub rotate_daily: bool,
+    /// `true` keeps serving when records cannot be written; the default rejects crypto requests.
+    #[serde(default)]
+    pub fail_open: bool,
+    /// Records queued for the writer before requests see the queue as full.
+    #[serde(default = "default_audit_queue")]
+    pub queue_capacity: usize,
+}
+
+impl Default for AuditSection {
+    fn default() -> Self {
+        Self {
+            dir: default_audit_dir(),
+            max_file_mib: default_audit_max_file_mib(),
+            rotate_daily: true,
+            fail_open: false,
+            queue_capacity: default_audit_queue(),
+        }
+    }
+}
+
+fn default_audit_dir() -> PathBuf {
+    PathBuf::from("audit")
+}
+
+fn default_audit_max_file_mib() -> u64 {
+    100
+}
+
+fn default_true() -> bool {
+    true
+}
+
+fn default_audit_queue() -> usize {
+    65_536
 }
 
 /// `[server]`.
@@ -47,6 +102,9 @@ pub struct ServerSection {
     pub allowed_regions: Vec<String>,
     /// Seconds between runs of scheduled rotations and deletions; default 60.
     pub scheduler_interval_secs: Option<u64>,
+    /// Longest time in milliseconds a request may wait for the HSM; default 200, below the
+    /// 250 ms after which AWS KMS gives up.
+    pub time_budget_ms: Option<u64>,
 }
 
 /// `[tls]`.
@@ -191,6 +249,10 @@ pub struct Settings {
     pub allowed_regions: Vec<String>,
     /// Time between runs of scheduled rotations and deletions.
     pub scheduler_interval: std::time::Duration,
+    /// Longest time a request may wait for the HSM.
+    pub time_budget: std::time::Duration,
+    /// The audit log.
+    pub audit: AuditSection,
     /// Server certificate chain.
     pub tls_certificate: PathBuf,
     /// Server private key.
@@ -298,6 +360,15 @@ impl Settings {
             listen,
             node_id: file.server.node_id.unwrap_or_else(host_name),
             allowed_regions: file.server.allowed_regions,
+            time_budget: std::time::Duration::from_millis(match file.server.time_budget_ms {
+                Some(0) => return Err("server.time_budget_ms must be at least 1".to_owned()),
+                Some(ms) => ms,
+                None => DEFAULT_TIME_BUDGET_MS,
+            }),
+            audit: AuditSection {
+                dir: resolve(&file.audit.dir),
+                ..file.audit
+            },
             scheduler_interval: std::time::Duration::from_secs(
                 match file.server.scheduler_interval_secs {
                     Some(0) => {
@@ -388,6 +459,9 @@ listen = "127.0.0.1:8443"
 allowed_regions = []
 # Seconds between runs of automatic rotations and scheduled deletions.
 scheduler_interval_secs = 60
+# Longest time in milliseconds a request waits for the HSM before it gets
+# DependencyTimeoutException. AWS KMS gives up after 250 ms.
+time_budget_ms = 200
 
 [tls]
 # Server certificate chain (PEM, leaf first) and private key. `keyhold init` made a certificate
@@ -410,6 +484,16 @@ path = "root.key"
 [storage]
 backend = "sqlite"
 path = "keyhold.db"
+
+[audit]
+# One hash-chained JSON line per XKS request. `keyhold audit verify` checks the files.
+dir = "audit"
+# The current file is rotated at this size and, with rotate_daily, when the UTC day changes.
+max_file_mib = 100
+rotate_daily = true
+# false (the default): crypto requests fail with InternalException while records cannot be
+# written. true: requests go on and lost records are counted.
+fail_open = false
 
 [log]
 # "text" or "json". The level is a tracing filter; RUST_LOG overrides it.

@@ -5,6 +5,7 @@
 //! with `synchronous = FULL`, so a change is on disk before the command that made it returns.
 //! Secrets arrive here already wrapped; this module never sees them in clear.
 
+mod audit_head;
 mod lifecycle;
 
 use std::path::Path;
