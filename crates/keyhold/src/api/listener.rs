@@ -38,19 +38,33 @@ pub async fn serve(
     listener: TcpListener,
     tls: Arc<rustls::ServerConfig>,
     state: Arc<XksState>,
+    max_connections: usize,
     shutdown: impl Future<Output = ()>,
 ) -> std::io::Result<()> {
     let acceptor = TlsAcceptor::from(tls);
     let graceful = GracefulShutdown::new();
     tokio::pin!(shutdown);
 
+    let connections = Arc::new(tokio::sync::Semaphore::new(max_connections));
+    let mut accept_failures = RateLimitedLog::default();
     loop {
+        // At the connection limit, new clients wait in the listen backlog rather than taking
+        // file descriptors that requests in progress need.
+        let permit = tokio::select! {
+            permit = connections.clone().acquire_owned() => match permit {
+                Ok(permit) => permit,
+                Err(_) => break,
+            },
+            () = &mut shutdown => break,
+        };
         let (stream, peer) = tokio::select! {
             accepted = listener.accept() => match accepted {
                 Ok(accepted) => accepted,
                 Err(error) => {
                     // Out of file descriptors and similar conditions pass; back off briefly.
-                    tracing::warn!(%error, "accepting a connection failed");
+                    accept_failures.warn(|suppressed| {
+                        tracing::warn!(%error, suppressed, "accepting a connection failed");
+                    });
                     tokio::time::sleep(Duration::from_millis(50)).await;
                     continue;
                 }
@@ -65,6 +79,7 @@ pub async fn serve(
         let state = state.clone();
         let watcher = graceful.watcher();
         tokio::spawn(async move {
+            let _permit = permit;
             let tls_stream =
                 match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await {
                     Ok(Ok(tls_stream)) => tls_stream,
@@ -110,6 +125,28 @@ pub async fn serve(
         tracing::warn!("requests still in flight after {SHUTDOWN_GRACE:?}; closing them");
     }
     Ok(())
+}
+
+/// Logs a repeated warning at most once per second, with the number of repeats left out.
+#[derive(Debug, Default)]
+struct RateLimitedLog {
+    last: Option<std::time::Instant>,
+    suppressed: u64,
+}
+
+impl RateLimitedLog {
+    fn warn(&mut self, log: impl FnOnce(u64)) {
+        if self
+            .last
+            .is_some_and(|at| at.elapsed() < Duration::from_secs(1))
+        {
+            self.suppressed += 1;
+            return;
+        }
+        log(self.suppressed);
+        self.suppressed = 0;
+        self.last = Some(std::time::Instant::now());
+    }
 }
 
 /// Starts the thread that reloads the snapshot when the store's revision changes.

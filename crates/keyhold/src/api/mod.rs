@@ -37,6 +37,9 @@ use route::Operation;
 /// Keyhold accepts, base64-encoded, plus metadata.
 pub const MAX_BODY_LEN: usize = 256 * 1024;
 
+/// Default for [`XksState::body_read_timeout`].
+pub const DEFAULT_BODY_READ_TIMEOUT: Duration = Duration::from_secs(10);
+
 /// Shared state of the XKS listener.
 #[derive(Debug)]
 pub struct XksState {
@@ -56,6 +59,8 @@ pub struct XksState {
     pub audit: AuditLog,
     /// Longest time a request may wait for the HSM.
     pub time_budget: Duration,
+    /// Longest time a client may take to send a request body after its headers.
+    pub body_read_timeout: Duration,
 }
 
 impl XksState {
@@ -76,6 +81,7 @@ impl XksState {
             health: health::HealthCache::default(),
             audit,
             time_budget,
+            body_read_timeout: DEFAULT_BODY_READ_TIMEOUT,
         }
     }
 }
@@ -129,7 +135,16 @@ pub async fn handle(
         kms_operation = field::Empty,
     );
 
-    let result = match read_body(body).await {
+    // Without a limit, a client that stops mid-body would hold its connection forever.
+    let body = tokio::time::timeout(state.body_read_timeout, read_body(body))
+        .await
+        .unwrap_or_else(|_| {
+            Err(XksError::validation(format!(
+                "request body not received within {:?}",
+                state.body_read_timeout
+            )))
+        });
+    let result = match body {
         Err(error) => Err(error),
         Ok(body) if target.needs_hsm => {
             // PKCS#11 calls block, so they run on the blocking pool, never on an async worker.

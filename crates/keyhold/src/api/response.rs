@@ -47,12 +47,12 @@ pub(super) fn json_response(status: StatusCode, body: Vec<u8>) -> Response<Full<
     response
 }
 
-/// The XKS API requires 405 for any method but POST on its paths; the body still explains.
+/// The XKS API requires 405 for any method but POST on its paths. It defines no error name for
+/// this case, so the response has no XKS error body; the `Allow` header names POST.
 pub(super) fn method_not_allowed(method: &Method) -> Response<Full<Bytes>> {
-    let error = XksError::validation(format!(
-        "method {method} is not allowed; XKS APIs accept POST"
-    ));
-    let mut response = json_response(StatusCode::METHOD_NOT_ALLOWED, error.to_json());
+    tracing::debug!(%method, "method not allowed on an XKS path");
+    let mut response = Response::new(Full::new(Bytes::new()));
+    *response.status_mut() = StatusCode::METHOD_NOT_ALLOWED;
     response
         .headers_mut()
         .insert(ALLOW, HeaderValue::from_static("POST"));

@@ -50,9 +50,12 @@ impl std::fmt::Debug for Sigv4Secret {
 /// Messages name the failing part and what to check, never a secret or the expected signature.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum AuthError {
-    /// No `Authorization` header, or more than one.
+    /// No `Authorization` header.
     #[error("missing Authorization header; sign the request with AWS SigV4")]
     MissingAuthorization,
+    /// More than one `Authorization` header.
+    #[error("more than one Authorization header; send exactly one")]
+    RepeatedAuthorization,
     /// The `Authorization` header does not have the SigV4 shape.
     #[error("malformed Authorization header: {0}")]
     MalformedAuthorization(&'static str),
@@ -226,8 +229,10 @@ pub fn verify<'s>(
     now: SystemTime,
 ) -> Result<Authorization, AuthError> {
     let mut values = request.headers.get_all(hyper::header::AUTHORIZATION).iter();
-    let (Some(header), None) = (values.next(), values.next()) else {
-        return Err(AuthError::MissingAuthorization);
+    let header = match (values.next(), values.next()) {
+        (Some(header), None) => header,
+        (None, _) => return Err(AuthError::MissingAuthorization),
+        (Some(_), Some(_)) => return Err(AuthError::RepeatedAuthorization),
     };
     let header = header
         .to_str()

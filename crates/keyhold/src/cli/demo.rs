@@ -15,12 +15,21 @@ const KEY_ID: &str = "demo-key";
 const REGION: &str = "us-east-1";
 
 pub(super) fn run(data_dir: Option<&Path>, listen: Option<SocketAddr>) -> anyhow::Result<()> {
-    let dir = match data_dir {
-        Some(dir) => dir.to_owned(),
-        None => fresh_directory()?,
+    let (dir, fresh) = match data_dir {
+        Some(dir) => (dir.to_owned(), false),
+        None => (fresh_directory()?, true),
     };
-    init::initialize(&dir, &init::RootChoice::File)?;
-    let settings = Settings::load(&dir)?;
+    let result = run_in(&dir, listen);
+    if result.is_err() && fresh {
+        // A demo that never served leaves nothing behind.
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+    result
+}
+
+fn run_in(dir: &Path, listen: Option<SocketAddr>) -> anyhow::Result<()> {
+    init::initialize(dir, &init::RootChoice::File)?;
+    let settings = Settings::load(dir)?;
     let mut key_store = open_key_store(&settings)?;
     let domain = key_store.create_domain(&NewDomain {
         id: DOMAIN.to_owned(),

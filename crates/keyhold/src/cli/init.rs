@@ -2,7 +2,7 @@
 
 use std::fs::{self, DirBuilder};
 use std::io::Write as _;
-use std::os::unix::fs::{DirBuilderExt as _, OpenOptionsExt as _};
+use std::os::unix::fs::{DirBuilderExt as _, OpenOptionsExt as _, PermissionsExt as _};
 use std::path::Path;
 
 use anyhow::{Context as _, bail};
@@ -58,7 +58,8 @@ pub(super) enum RootChoice {
 }
 
 /// Creates the data directory's files: root key, TLS certificates, configuration, database
-/// and the health-check keys.
+/// and the health-check keys. When a step fails, the files already created are removed, so
+/// `init` can simply run again.
 pub(super) fn initialize(dir: &Path, root: &RootChoice) -> anyhow::Result<()> {
     for entry in CREATED_ENTRIES {
         let path = dir.join(entry);
@@ -70,11 +71,28 @@ pub(super) fn initialize(dir: &Path, root: &RootChoice) -> anyhow::Result<()> {
             );
         }
     }
+    let created_dir = !dir.exists();
     DirBuilder::new()
         .recursive(true)
         .mode(0o700)
         .create(dir)
         .with_context(|| format!("cannot create data directory {}", dir.display()))?;
+    // An existing directory gets the same protection as a new one.
+    fs::set_permissions(dir, fs::Permissions::from_mode(0o700)).with_context(|| {
+        format!(
+            "cannot restrict data directory {} to its owner",
+            dir.display()
+        )
+    })?;
+
+    let result = create_files(dir, root);
+    if result.is_err() {
+        remove_created(dir, created_dir);
+    }
+    result
+}
+
+fn create_files(dir: &Path, root: &RootChoice) -> anyhow::Result<()> {
     let tls_dir = dir.join("tls");
     DirBuilder::new()
         .mode(0o700)
@@ -92,6 +110,19 @@ pub(super) fn initialize(dir: &Path, root: &RootChoice) -> anyhow::Result<()> {
     write_config(&dir.join(config::CONFIG_FILE_NAME), &config_text)?;
 
     let settings = Settings::load(dir)?;
+    // SQLite gives its journal files the database file's mode, so creating it private first
+    // keeps all three private.
+    fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(&settings.database_path)
+        .with_context(|| {
+            format!(
+                "cannot create database {}",
+                settings.database_path.display()
+            )
+        })?;
     let store = Store::open(&settings.database_path).with_context(|| {
         format!(
             "cannot create database {}",
@@ -101,6 +132,23 @@ pub(super) fn initialize(dir: &Path, root: &RootChoice) -> anyhow::Result<()> {
     let root = open_root_of_trust(&settings.root_of_trust, true)?;
     KeyStore::new(store, root).ensure_health_key()?;
     Ok(())
+}
+
+/// Removes what a failed `init` created; every entry was checked to be absent before.
+fn remove_created(dir: &Path, created_dir: bool) {
+    for entry in [
+        "root.key",
+        config::CONFIG_FILE_NAME,
+        "keyhold.db",
+        "keyhold.db-wal",
+        "keyhold.db-shm",
+    ] {
+        let _ = fs::remove_file(dir.join(entry));
+    }
+    let _ = fs::remove_dir_all(dir.join("tls"));
+    if created_dir {
+        let _ = fs::remove_dir(dir);
+    }
 }
 
 fn write_config(path: &Path, text: &str) -> anyhow::Result<()> {

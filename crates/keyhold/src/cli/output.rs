@@ -60,7 +60,7 @@ pub(super) fn print_record(
                 .unwrap_or(0);
             let mut text = String::new();
             for (label, value) in fields {
-                text.push_str(&format!("{label:<width$}  {value}\n"));
+                text.push_str(&format!("{label:<width$}  {}\n", printable(value)));
             }
             print(&text);
         }
@@ -87,14 +87,28 @@ fn table(headers: &[&str], rows: &[Vec<String>]) -> String {
     };
     let mut text = line(headers.to_vec());
     for row in rows {
-        text.push_str(&line(row.iter().map(String::as_str).collect()));
+        let cells: Vec<String> = row.iter().map(|cell| printable(cell)).collect();
+        text.push_str(&line(cells.iter().map(String::as_str).collect()));
     }
     text
+}
+
+/// Replaces control characters, so stored names cannot move the cursor or forge lines on the
+/// operator's terminal.
+fn printable(text: &str) -> String {
+    text.chars()
+        .map(|c| if c.is_control() { '?' } else { c })
+        .collect()
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn control_characters_are_not_printed() {
+        assert_eq!(printable("a\u{1b}[31mb\nc"), "a?[31mb?c");
+    }
 
     #[test]
     fn table_aligns_columns() {

@@ -32,6 +32,7 @@ pub(super) struct Server {
     listener: TcpListener,
     tls: Arc<rustls::ServerConfig>,
     state: Arc<XksState>,
+    max_connections: usize,
 }
 
 impl Server {
@@ -71,13 +72,15 @@ impl Server {
         };
         let domains = snapshot.domain_count();
         let audit = start_audit(settings)?;
-        let state = Arc::new(XksState::new(
+        let mut state = XksState::new(
             snapshot,
             node,
             settings.allowed_regions.clone(),
             audit,
             settings.time_budget,
-        ));
+        );
+        state.body_read_timeout = settings.body_read_timeout;
+        let state = Arc::new(state);
         listener::spawn_refresher(state.clone(), key_store, settings.scheduler_interval)
             .context("cannot start the refresh thread")?;
 
@@ -95,6 +98,7 @@ impl Server {
             listener,
             tls,
             state,
+            max_connections: settings.max_connections,
         })
     }
 
@@ -105,7 +109,14 @@ impl Server {
 
     /// Serves until SIGINT or SIGTERM.
     pub(super) async fn run(self) -> anyhow::Result<()> {
-        api::listener::serve(self.listener, self.tls, self.state, shutdown_signal()).await?;
+        api::listener::serve(
+            self.listener,
+            self.tls,
+            self.state,
+            self.max_connections,
+            shutdown_signal(),
+        )
+        .await?;
         tracing::info!("stopped");
         Ok(())
     }

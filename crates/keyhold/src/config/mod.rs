@@ -9,6 +9,9 @@ use serde::Deserialize;
 /// Name of the configuration file inside the data directory.
 pub const CONFIG_FILE_NAME: &str = "keyhold.toml";
 
+/// Default limit of connections served at once. Keep the process's open-file limit above it.
+pub const DEFAULT_MAX_CONNECTIONS: usize = 4096;
+
 /// Default request time budget in milliseconds, below the 250 ms AWS KMS waits.
 pub const DEFAULT_TIME_BUDGET_MS: u64 = 200;
 
@@ -105,6 +108,10 @@ pub struct ServerSection {
     /// Longest time in milliseconds a request may wait for the HSM; default 200, below the
     /// 250 ms after which AWS KMS gives up.
     pub time_budget_ms: Option<u64>,
+    /// Most connections served at once; default 4096.
+    pub max_connections: Option<usize>,
+    /// Seconds a client may take to send a request body after its headers; default 10.
+    pub body_read_timeout_secs: Option<u64>,
 }
 
 /// `[tls]`.
@@ -251,6 +258,10 @@ pub struct Settings {
     pub scheduler_interval: std::time::Duration,
     /// Longest time a request may wait for the HSM.
     pub time_budget: std::time::Duration,
+    /// Most connections served at once.
+    pub max_connections: usize,
+    /// Longest time a client may take to send a request body after its headers.
+    pub body_read_timeout: std::time::Duration,
     /// The audit log.
     pub audit: AuditSection,
     /// Server certificate chain.
@@ -365,6 +376,20 @@ impl Settings {
                 Some(ms) => ms,
                 None => DEFAULT_TIME_BUDGET_MS,
             }),
+            body_read_timeout: std::time::Duration::from_secs(
+                match file.server.body_read_timeout_secs {
+                    Some(0) => {
+                        return Err("server.body_read_timeout_secs must be at least 1".to_owned());
+                    }
+                    Some(secs) => secs,
+                    None => 10,
+                },
+            ),
+            max_connections: match file.server.max_connections {
+                Some(0) => return Err("server.max_connections must be at least 1".to_owned()),
+                Some(limit) => limit,
+                None => DEFAULT_MAX_CONNECTIONS,
+            },
             audit: AuditSection {
                 dir: resolve(&file.audit.dir),
                 ..file.audit
@@ -462,6 +487,10 @@ scheduler_interval_secs = 60
 # Longest time in milliseconds a request waits for the HSM before it gets
 # DependencyTimeoutException. AWS KMS gives up after 250 ms.
 time_budget_ms = 200
+# Most connections served at once; more clients wait. Keep `ulimit -n` above this number.
+max_connections = 4096
+# Seconds a client may take to send a request body after its headers.
+body_read_timeout_secs = 10
 
 [tls]
 # Server certificate chain (PEM, leaf first) and private key. `keyhold init` made a certificate

@@ -337,7 +337,9 @@ pub fn is_hsm_label_of(label: &str, domain_id: &str, key_id: &str, version: u32)
 ///
 /// Returns a message that shows the rule.
 pub fn validate_domain_id(id: &str) -> Result<(), String> {
+    // A leading '-' would read as an option on every later command line.
     let valid = (1..=63).contains(&id.len())
+        && !id.starts_with('-')
         && id
             .bytes()
             .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-');
@@ -345,7 +347,7 @@ pub fn validate_domain_id(id: &str) -> Result<(), String> {
         Ok(())
     } else {
         Err(format!(
-            "invalid domain id {id:?}: use 1 to 63 characters of lower-case letters, digits and '-'"
+            "invalid domain id {id:?}: use 1 to 63 characters of lower-case letters, digits and '-', starting with a letter or digit"
         ))
     }
 }
@@ -360,14 +362,17 @@ pub fn validate_key_id(id: &str) -> Result<(), String> {
         Ok(())
     } else {
         Err(format!(
-            "invalid key id {id:?}: use 1 to 128 characters of letters, digits, '.', '_' and '-'"
+            "invalid key id {id:?}: use 1 to 128 characters of letters, digits, '.', '_' and '-', other than \".\" and \"..\""
         ))
     }
 }
 
-/// Whether `id` is a well-formed external key id.
+/// Whether `id` is a well-formed external key id. `.` and `..` are excluded although the XKS
+/// pattern allows them, because HTTP clients remove such path segments before sending.
 pub fn is_valid_key_id(id: &str) -> bool {
     (1..=128).contains(&id.len())
+        && id != "."
+        && id != ".."
         && id
             .bytes()
             .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'))
@@ -432,7 +437,7 @@ mod tests {
     #[test]
     fn domain_ids_follow_rule() {
         assert!(validate_domain_id("acme-1").is_ok());
-        for bad in ["", "Acme", "a_b", &"a".repeat(64)] {
+        for bad in ["", "Acme", "a_b", "-x", "--", &"a".repeat(64)] {
             assert!(validate_domain_id(bad).is_err(), "{bad}");
         }
     }
@@ -441,7 +446,7 @@ mod tests {
     fn key_ids_follow_xks_rule() {
         assert!(validate_key_id("Key_1.v-2").is_ok());
         assert!(validate_key_id(&"k".repeat(128)).is_ok());
-        for bad in ["", "a/b", "a b", &"k".repeat(129)] {
+        for bad in ["", ".", "..", "a/b", "a b", &"k".repeat(129)] {
             assert!(validate_key_id(bad).is_err(), "{bad}");
         }
     }
