@@ -6,6 +6,7 @@
 //! Secrets arrive here already wrapped; this module never sees them in clear.
 
 mod audit_head;
+pub mod backup;
 mod lifecycle;
 
 use std::path::Path;
