@@ -3,6 +3,7 @@
 //!
 //! The XKS wire format is not known here; the data path reads a [`snapshot::Snapshot`].
 
+pub mod backup;
 pub mod lifecycle;
 pub mod model;
 pub mod root;
