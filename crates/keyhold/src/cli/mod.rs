@@ -4,6 +4,7 @@
 //! failed, 2 invalid arguments (from clap).
 
 mod admin;
+mod backup;
 mod demo;
 mod init;
 mod lifecycle;
@@ -54,6 +55,9 @@ enum Command {
     /// Manage secondary authorization policies on the XKS request metadata
     #[command(subcommand)]
     Policy(PolicyCommand),
+    /// Back up, restore and inspect encrypted backups of domains, credentials and keys
+    #[command(subcommand)]
+    Backup(backup::BackupCommand),
     /// Set up a fresh demo (domain, credential, key), serve it and print a curl command
     Demo {
         /// Listen address [default: 127.0.0.1:8443]
@@ -357,6 +361,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Credential(command) => admin::credential(&dir(), command),
         Command::Key(command) => admin::key(&dir(), command),
         Command::Policy(command) => lifecycle::policy(&dir(), command),
+        Command::Backup(command) => backup::run(&dir(), command),
         Command::Demo { listen } => demo::run(data_dir.as_deref(), listen),
     }
 }
