@@ -5,6 +5,7 @@
 //! snapshot and encryption at rest) → [`crypto`]. [`config`] reads `keyhold.toml`; [`cli`] is the
 //! command line of the `keyhold` binary.
 
+pub mod admin;
 pub mod api;
 pub mod audit;
 pub mod auth;

@@ -7,7 +7,11 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
+use bytes::Bytes;
+use http_body_util::Full;
+use hyper::body::Incoming;
 use hyper::service::service_fn;
+use hyper::{Request, Response};
 use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::server::graceful::GracefulShutdown;
 use tokio::net::TcpListener;
@@ -41,6 +45,27 @@ pub async fn serve(
     max_connections: usize,
     shutdown: impl Future<Output = ()>,
 ) -> std::io::Result<()> {
+    let handler = move |connection, request| handle(state.clone(), connection, request);
+    serve_with(listener, tls, max_connections, shutdown, handler).await
+}
+
+/// Serves HTTPS with `handler` answering each request, until `shutdown` completes. The XKS and
+/// the admin listener share it.
+///
+/// # Errors
+///
+/// Returns an I/O error only when accepting fails in a way that cannot be retried.
+pub async fn serve_with<H, F>(
+    listener: TcpListener,
+    tls: Arc<rustls::ServerConfig>,
+    max_connections: usize,
+    shutdown: impl Future<Output = ()>,
+    handler: H,
+) -> std::io::Result<()>
+where
+    H: Fn(Arc<ConnectionInfo>, Request<Incoming>) -> F + Clone + Send + Sync + 'static,
+    F: Future<Output = Response<Full<Bytes>>> + Send + 'static,
+{
     let acceptor = TlsAcceptor::from(tls);
     let graceful = GracefulShutdown::new();
     tokio::pin!(shutdown);
@@ -76,7 +101,7 @@ pub async fn serve(
         }
 
         let acceptor = acceptor.clone();
-        let state = state.clone();
+        let handler = handler.clone();
         let watcher = graceful.watcher();
         tokio::spawn(async move {
             let _permit = permit;
@@ -102,9 +127,8 @@ pub async fn serve(
                     .and_then(|certificate| tls::certificate_names(certificate).into_iter().next()),
             });
             let service = service_fn(move |request| {
-                let state = state.clone();
-                let connection_info = connection_info.clone();
-                async move { Ok::<_, Infallible>(handle(state, connection_info, request).await) }
+                let response = handler(connection_info.clone(), request);
+                async move { Ok::<_, Infallible>(response.await) }
             });
             let connection = hyper::server::conn::http1::Builder::new()
                 .timer(TokioTimer::new())
@@ -177,7 +201,12 @@ pub fn spawn_refresher(
                     Err(error) => Err(error.into()),
                 };
                 match result {
-                    Ok(None) => mark_storage(&state, true, None),
+                    Ok(None) => {
+                        mark_storage(&state, true, None);
+                        state
+                            .checked_at_millis
+                            .store(crate::keystore::unix_now_millis(), Ordering::Relaxed);
+                    }
                     Ok(Some(snapshot)) => {
                         if snapshot.problems != reported_problems {
                             for problem in &snapshot.problems {
@@ -192,6 +221,9 @@ pub fn spawn_refresher(
                         );
                         state.snapshot.store(Arc::new(snapshot));
                         mark_storage(&state, true, None);
+                        state
+                            .checked_at_millis
+                            .store(crate::keystore::unix_now_millis(), Ordering::Relaxed);
                     }
                     Err(error) => mark_storage(&state, false, Some(&error)),
                 }

@@ -14,7 +14,7 @@ pub mod throttle;
 pub mod tls;
 
 use std::sync::Arc;
-use std::sync::atomic::AtomicBool;
+use std::sync::atomic::{AtomicBool, AtomicU64};
 use std::time::{Duration, Instant};
 
 use arc_swap::ArcSwap;
@@ -24,18 +24,23 @@ use hyper::body::Incoming;
 use hyper::{Method, Request, Response};
 use tracing::field;
 
+use crate::admin::metrics::Metrics;
 use crate::audit::{self, AuditLog, AuditRecord};
 use crate::keystore::model::Protection;
 use crate::keystore::snapshot::Snapshot;
 use crate::service::health;
 use error::{ErrorName, XksError};
 use request::process;
-use response::{error_response, finish, method_not_allowed, node_health, ping};
+pub(crate) use response::node_health;
+use response::{error_response, finish, method_not_allowed, ping};
 use route::Operation;
 
 /// Largest request body read, in bytes. It leaves room for the largest plaintext and AAD
 /// Keyhold accepts, base64-encoded, plus metadata.
 pub const MAX_BODY_LEN: usize = 256 * 1024;
+
+/// Default for [`XksState::max_in_flight`].
+pub const DEFAULT_MAX_IN_FLIGHT: usize = 1024;
 
 /// Default for [`XksState::body_read_timeout`].
 pub const DEFAULT_BODY_READ_TIMEOUT: Duration = Duration::from_secs(10);
@@ -61,6 +66,16 @@ pub struct XksState {
     pub time_budget: Duration,
     /// Longest time a client may take to send a request body after its headers.
     pub body_read_timeout: Duration,
+    /// Counters and histograms for `/metrics`.
+    pub metrics: Metrics,
+    /// When the refresher last confirmed the snapshot current, Unix milliseconds.
+    pub checked_at_millis: AtomicU64,
+    /// Requests in progress; at the limit, new ones get `ThrottlingException`.
+    pub in_flight: Arc<tokio::sync::Semaphore>,
+    /// Most requests in progress at once.
+    pub max_in_flight: usize,
+    /// Quota of domains that set none; `None` means no quota.
+    pub default_quota_rps: Option<u32>,
 }
 
 impl XksState {
@@ -82,6 +97,11 @@ impl XksState {
             audit,
             time_budget,
             body_read_timeout: DEFAULT_BODY_READ_TIMEOUT,
+            metrics: Metrics::default(),
+            checked_at_millis: AtomicU64::new(crate::keystore::unix_now_millis()),
+            in_flight: Arc::new(tokio::sync::Semaphore::new(DEFAULT_MAX_IN_FLIGHT)),
+            max_in_flight: DEFAULT_MAX_IN_FLIGHT,
+            default_quota_rps: None,
         }
     }
 }
@@ -114,6 +134,21 @@ pub async fn handle(
         Ok(target) => target,
         Err(response) => return *response,
     };
+    // The global limit protects every domain when the node as a whole is overloaded.
+    let Ok(_in_flight) = state.in_flight.clone().try_acquire_owned() else {
+        state.metrics.observe_throttled("");
+        return finish(
+            Err(XksError::new(
+                ErrorName::Throttling,
+                format!(
+                    "the key manager is at its limit of {} requests in progress; retry",
+                    state.max_in_flight
+                ),
+            )),
+            started,
+        );
+    };
+    let operation_name = target.operation.as_str();
     let mut record = AuditRecord {
         node: state.node.id.clone(),
         kind: "xks",
@@ -191,7 +226,7 @@ pub async fn handle(
             span.in_scope(|| process(&state, &snapshot, &target, &parts, &body, &mut record))
         }
     };
-    let result = span.in_scope(|| audit(&state, record, result, started));
+    let result = span.in_scope(|| audit(&state, operation_name, record, result, started));
     span.in_scope(|| finish(result, started))
 }
 
@@ -199,21 +234,33 @@ pub async fn handle(
 /// turns a successful crypto result into `InternalException`, so no unaudited use succeeds.
 fn audit(
     state: &XksState,
+    operation: &'static str,
     mut record: AuditRecord,
     result: Result<Vec<u8>, XksError>,
     started: Instant,
 ) -> Result<Vec<u8>, XksError> {
+    let elapsed = started.elapsed();
     record.time = audit::now_rfc3339();
-    record.latency_us = Some(u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX));
+    record.latency_us = Some(u64::try_from(elapsed.as_micros()).unwrap_or(u64::MAX));
     match &result {
         Ok(_) => record.result = "success".to_owned(),
         Err(error) => {
             record.result = error.name().as_str().to_owned();
-            if error.name() == ErrorName::AccessDenied {
-                record.denied_by = Some(error.message().to_owned());
+            match error.name() {
+                ErrorName::AccessDenied => record.denied_by = Some(error.message().to_owned()),
+                ErrorName::Throttling => state
+                    .metrics
+                    .observe_throttled(record.domain.as_deref().unwrap_or_default()),
+                _ => {}
             }
         }
     }
+    state.metrics.observe_request(
+        record.domain.as_deref().unwrap_or_default(),
+        operation,
+        &record.result,
+        elapsed,
+    );
     match state.audit.record(record) {
         Ok(()) => result,
         Err(error) => {

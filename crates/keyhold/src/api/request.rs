@@ -62,7 +62,11 @@ impl XksRequest<'_> {
         )
         .map_err(|error| XksError::from(&error))?;
 
-        if let Some(rate) = self.domain.domain.quota_rps
+        if let Some(rate) = self
+            .domain
+            .domain
+            .quota_rps
+            .or(self.state.default_quota_rps)
             && !self
                 .state
                 .quotas

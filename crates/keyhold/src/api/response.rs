@@ -61,7 +61,7 @@ pub(super) fn method_not_allowed(method: &Method) -> Response<Full<Bytes>> {
 
 /// Unauthenticated node health for operators and load balancers: the status and which part
 /// failed, without error details. 200 unless the node is `UNAVAILABLE`, then 503.
-pub(super) async fn node_health(state: Arc<XksState>, method: &Method) -> Response<Full<Bytes>> {
+pub(crate) async fn node_health(state: Arc<XksState>, method: &Method) -> Response<Full<Bytes>> {
     if method != Method::GET && method != Method::HEAD {
         let mut response = Response::new(Full::new(Bytes::new()));
         *response.status_mut() = StatusCode::METHOD_NOT_ALLOWED;

@@ -9,6 +9,7 @@ use anyhow::Context as _;
 use tokio::net::TcpListener;
 use tracing_subscriber::EnvFilter;
 
+use crate::admin;
 use crate::api::{self, XksState, listener, tls};
 use crate::audit::writer::WriterConfig;
 use crate::audit::{self, AuditLog, FailureMode};
@@ -32,6 +33,7 @@ pub(super) struct Server {
     listener: TcpListener,
     tls: Arc<rustls::ServerConfig>,
     state: Arc<XksState>,
+    admin: Option<(TcpListener, Arc<rustls::ServerConfig>)>,
     max_connections: usize,
 }
 
@@ -80,6 +82,9 @@ impl Server {
             settings.time_budget,
         );
         state.body_read_timeout = settings.body_read_timeout;
+        state.max_in_flight = settings.max_in_flight;
+        state.in_flight = Arc::new(tokio::sync::Semaphore::new(settings.max_in_flight));
+        state.default_quota_rps = settings.default_quota_rps;
         let state = Arc::new(state);
         listener::spawn_refresher(state.clone(), key_store, settings.scheduler_interval)
             .context("cannot start the refresh thread")?;
@@ -94,10 +99,23 @@ impl Server {
             mutual_tls = settings.client_auth.is_some(),
             "serving the XKS API"
         );
+        let admin = match settings.admin_listen {
+            Some(address) => {
+                let admin_listener = TcpListener::bind(address).await.with_context(|| {
+                    format!("cannot listen on {address} for the admin listener; change [admin] listen in keyhold.toml")
+                })?;
+                tracing::info!(address = %address, "serving /metrics, /health and /ping on the admin listener");
+                let admin_tls =
+                    tls::server_config(&settings.tls_certificate, &settings.tls_private_key, None)?;
+                Some((admin_listener, admin_tls))
+            }
+            None => None,
+        };
         Ok(Self {
             listener,
             tls,
             state,
+            admin,
             max_connections: settings.max_connections,
         })
     }
@@ -109,14 +127,34 @@ impl Server {
 
     /// Serves until SIGINT or SIGTERM.
     pub(super) async fn run(self) -> anyhow::Result<()> {
-        api::listener::serve(
+        let (stop, stopped) = tokio::sync::watch::channel(false);
+        tokio::spawn(async move {
+            shutdown_signal().await;
+            let _ = stop.send(true);
+        });
+        let until_stopped = |mut receiver: tokio::sync::watch::Receiver<bool>| async move {
+            let _ = receiver.wait_for(|stopped| *stopped).await;
+        };
+        let xks = api::listener::serve(
             self.listener,
             self.tls,
-            self.state,
+            self.state.clone(),
             self.max_connections,
-            shutdown_signal(),
-        )
-        .await?;
+            until_stopped(stopped.clone()),
+        );
+        let admin = async {
+            let Some((listener, tls)) = self.admin else {
+                return Ok(());
+            };
+            let state = self.state.clone();
+            let handler =
+                move |connection, request| admin::handle(state.clone(), connection, request);
+            api::listener::serve_with(listener, tls, 64, until_stopped(stopped.clone()), handler)
+                .await
+        };
+        let (xks, admin) = tokio::join!(xks, admin);
+        xks?;
+        admin?;
         tracing::info!("stopped");
         Ok(())
     }

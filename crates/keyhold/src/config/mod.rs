@@ -41,6 +41,16 @@ pub struct ConfigFile {
     /// `[audit]`.
     #[serde(default)]
     pub audit: AuditSection,
+    /// `[admin]`: the admin listener, off when absent.
+    pub admin: Option<AdminSection>,
+}
+
+/// `[admin]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AdminSection {
+    /// Listen address of the admin listener.
+    pub listen: SocketAddr,
 }
 
 /// `[audit]`.
@@ -112,6 +122,10 @@ pub struct ServerSection {
     pub max_connections: Option<usize>,
     /// Seconds a client may take to send a request body after its headers; default 10.
     pub body_read_timeout_secs: Option<u64>,
+    /// Most XKS requests in progress at once; default 1024.
+    pub max_in_flight: Option<usize>,
+    /// Quota in requests per second of domains that set none; absent means no quota.
+    pub default_quota_rps: Option<u32>,
 }
 
 /// `[tls]`.
@@ -262,6 +276,12 @@ pub struct Settings {
     pub max_connections: usize,
     /// Longest time a client may take to send a request body after its headers.
     pub body_read_timeout: std::time::Duration,
+    /// Most XKS requests in progress at once.
+    pub max_in_flight: usize,
+    /// Quota of domains that set none.
+    pub default_quota_rps: Option<u32>,
+    /// Admin listener address; `None` turns it off.
+    pub admin_listen: Option<SocketAddr>,
     /// The audit log.
     pub audit: AuditSection,
     /// Server certificate chain.
@@ -385,6 +405,22 @@ impl Settings {
                     None => 10,
                 },
             ),
+            max_in_flight: match file.server.max_in_flight {
+                Some(0) => return Err("server.max_in_flight must be at least 1".to_owned()),
+                Some(limit) => limit,
+                None => 1024,
+            },
+            default_quota_rps: match file.server.default_quota_rps {
+                Some(0) => {
+                    return Err(
+                        "server.default_quota_rps must be at least 1; omit it for no \
+                         quota"
+                            .to_owned(),
+                    );
+                }
+                quota => quota,
+            },
+            admin_listen: file.admin.map(|admin| admin.listen),
             max_connections: match file.server.max_connections {
                 Some(0) => return Err("server.max_connections must be at least 1".to_owned()),
                 Some(limit) => limit,
@@ -491,6 +527,11 @@ time_budget_ms = 200
 max_connections = 4096
 # Seconds a client may take to send a request body after its headers.
 body_read_timeout_secs = 10
+# Most XKS requests in progress at once; more get ThrottlingException (HTTP 429).
+max_in_flight = 1024
+# Quota in requests per second for domains created without --quota. AWS KMS sends at most
+# 1,800 requests per second to one external key store by default.
+# default_quota_rps = 1800
 
 [tls]
 # Server certificate chain (PEM, leaf first) and private key. `keyhold init` made a certificate
@@ -523,6 +564,11 @@ rotate_daily = true
 # false (the default): crypto requests fail with InternalException while records cannot be
 # written. true: requests go on and lost records are counted.
 fail_open = false
+
+# Admin listener (HTTPS, same certificate) with /metrics in the Prometheus text format,
+# /health and /ping. It checks no credentials yet: keep it on a private address.
+# [admin]
+# listen = "127.0.0.1:9443"
 
 [log]
 # "text" or "json". The level is a tracing filter; RUST_LOG overrides it.

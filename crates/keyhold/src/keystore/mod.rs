@@ -338,6 +338,15 @@ pub fn unix_now() -> i64 {
         })
 }
 
+/// Current time as Unix milliseconds.
+pub fn unix_now_millis() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |elapsed| {
+            u64::try_from(elapsed.as_millis()).unwrap_or(u64::MAX)
+        })
+}
+
 /// Formats Unix seconds as an RFC 3339 UTC time, or the number itself if out of range.
 pub fn format_time(unix_secs: i64) -> String {
     time::OffsetDateTime::from_unix_timestamp(unix_secs)

@@ -78,6 +78,12 @@ pub struct HealthCache {
 }
 
 impl HealthCache {
+    /// The last result, however old, without running a check.
+    pub fn last(&self) -> Option<CheckResult> {
+        let last = self.last.lock().unwrap_or_else(PoisonError::into_inner);
+        last.as_ref().map(|(_, result)| result.clone())
+    }
+
     /// Returns a result no older than [`CHECK_MAX_AGE`], running the check when needed. With an
     /// HSM this may block on PKCS#11 calls.
     pub fn check(&self, snapshot: &Snapshot) -> CheckResult {
