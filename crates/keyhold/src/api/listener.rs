@@ -18,6 +18,7 @@ use tokio::net::TcpListener;
 use tokio_rustls::TlsAcceptor;
 
 use super::{ConnectionInfo, XksState, handle, tls};
+use crate::audit::AuditRecord;
 use crate::keystore::KeyStore;
 
 /// Longest time a client may take to finish the TLS handshake.
@@ -187,8 +188,10 @@ pub fn spawn_refresher(
         .spawn(move || {
             let mut reported_problems = state.snapshot.load().problems.clone();
             let mut next_scheduled_run = std::time::Instant::now();
+            let mut audited_event = None;
             loop {
                 std::thread::sleep(REFRESH_INTERVAL);
+                audit_admin_events(&state, &mut key_store, &mut audited_event);
                 if std::time::Instant::now() >= next_scheduled_run {
                     run_scheduled_work(&mut key_store);
                     next_scheduled_run = std::time::Instant::now() + scheduler_interval;
@@ -230,6 +233,53 @@ pub fn spawn_refresher(
             }
         })
         .map(drop)
+}
+
+/// Copies administrative actions recorded in the store into this node's audit log, then moves
+/// this node's cursor past them. An event is written again only if the process stops between
+/// queuing it and moving the cursor.
+fn audit_admin_events(state: &XksState, key_store: &mut KeyStore, cursor: &mut Option<i64>) {
+    let store = key_store.store_mut();
+    let after = match *cursor {
+        Some(after) => after,
+        None => match store.audited_admin_event(&state.node.id) {
+            Ok(after) => *cursor.insert(after),
+            Err(error) => {
+                tracing::debug!(%error, "cannot read the audit cursor");
+                return;
+            }
+        },
+    };
+    let events = match store.admin_events_after(after, 256) {
+        Ok(events) => events,
+        Err(error) => {
+            tracing::debug!(%error, "cannot read administrative actions");
+            return;
+        }
+    };
+    let mut last = after;
+    for event in events {
+        let record = AuditRecord {
+            time: event.time,
+            node: state.node.id.clone(),
+            kind: "admin",
+            operation: event.action,
+            principal: Some(event.principal),
+            target: Some(event.target),
+            result: event.result,
+            ..AuditRecord::default()
+        };
+        if state.audit.record(record).is_err() {
+            break;
+        }
+        last = event.id;
+    }
+    if last != after {
+        match store.set_audited_admin_event(&state.node.id, last) {
+            Ok(()) => *cursor = Some(last),
+            Err(error) => tracing::warn!(%error, "cannot record the audit cursor"),
+        }
+    }
 }
 
 /// Runs due rotations and deletions; the next revision poll picks up the changes.

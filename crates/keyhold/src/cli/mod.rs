@@ -4,8 +4,10 @@
 //! failed, 2 invalid arguments (from clap).
 
 mod admin;
+mod audit;
 mod backup;
 mod demo;
+mod events;
 mod init;
 mod lifecycle;
 mod output;
@@ -58,6 +60,9 @@ enum Command {
     /// Back up, restore and inspect encrypted backups of domains, credentials and keys
     #[command(subcommand)]
     Backup(backup::BackupCommand),
+    /// Verify the audit log's hash chain
+    #[command(subcommand)]
+    Audit(audit::AuditCommand),
     /// Set up a fresh demo (domain, credential, key), serve it and print a curl command
     Demo {
         /// Listen address [default: 127.0.0.1:8443]
@@ -354,7 +359,8 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             .clone()
             .unwrap_or_else(|| PathBuf::from(DEFAULT_DATA_DIR))
     };
-    match cli.command {
+    let event = events::describe(&cli.command);
+    let result = match cli.command {
         Command::Init(args) => init::run(&dir(), &args),
         Command::Serve { listen } => serve::run(&dir(), listen),
         Command::Domain(command) => admin::domain(&dir(), command),
@@ -363,5 +369,10 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Policy(command) => lifecycle::policy(&dir(), command),
         Command::Backup(command) => backup::run(&dir(), command),
         Command::Demo { listen } => demo::run(data_dir.as_deref(), listen),
+        Command::Audit(command) => audit::run(&dir(), command),
+    };
+    if let Some((action, target)) = event {
+        events::record(&dir(), &action, &target, &result);
     }
+    result
 }

@@ -1,5 +1,5 @@
-//! The audit chain head recorded in the store, so `keyhold audit verify` can tell a truncated
-//! audit file from a complete one.
+//! Audit state kept in the store: the chain head, so `keyhold audit verify` can tell a truncated
+//! audit file from a complete one, and administrative actions waiting for the audit log.
 
 use rusqlite::{OptionalExtension as _, params};
 
@@ -57,3 +57,127 @@ impl Store {
         Ok(head.map(|(seq, hash)| (u64::try_from(seq).unwrap_or(0), hash)))
     }
 }
+
+const CREATE_EVENTS_TABLE: &str = "CREATE TABLE IF NOT EXISTS admin_events (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    time TEXT NOT NULL,
+    principal TEXT NOT NULL,
+    action TEXT NOT NULL,
+    target TEXT NOT NULL,
+    result TEXT NOT NULL
+)";
+
+/// An administrative action waiting to be written to the audit log.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AdminEvent {
+    /// Increasing id.
+    pub id: i64,
+    /// RFC 3339 time of the action.
+    pub time: String,
+    /// Who acted, such as `cli:alice`.
+    pub principal: String,
+    /// What was done, such as `key rotate`.
+    pub action: String,
+    /// What it was done to, such as `acme/k1`.
+    pub target: String,
+    /// `success`, or `error: ` and the message.
+    pub result: String,
+}
+
+impl Store {
+    /// Records an administrative action for the audit log. Servers copy these into their
+    /// audit chain, so actions made while no server runs are audited too.
+    ///
+    /// # Errors
+    ///
+    /// Returns [`StoreError::Sqlite`] on a database failure.
+    pub fn record_admin_event(
+        &mut self,
+        time: &str,
+        principal: &str,
+        action: &str,
+        target: &str,
+        result: &str,
+    ) -> Result<(), StoreError> {
+        self.conn.execute(CREATE_EVENTS_TABLE, [])?;
+        self.conn.execute(
+            "INSERT INTO admin_events (time, principal, action, target, result)
+             VALUES (?1, ?2, ?3, ?4, ?5)",
+            params![time, principal, action, target, result],
+        )?;
+        Ok(())
+    }
+
+    /// Administrative actions with an id above `after`, oldest first, at most `limit`.
+    ///
+    /// # Errors
+    ///
+    /// Returns [`StoreError::Sqlite`] on a database failure.
+    pub fn admin_events_after(
+        &mut self,
+        after: i64,
+        limit: usize,
+    ) -> Result<Vec<AdminEvent>, StoreError> {
+        self.conn.execute(CREATE_EVENTS_TABLE, [])?;
+        let mut statement = self.conn.prepare(
+            "SELECT id, time, principal, action, target, result FROM admin_events
+             WHERE id > ?1 ORDER BY id LIMIT ?2",
+        )?;
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        let rows = statement.query_map(params![after, limit], |row| {
+            Ok(AdminEvent {
+                id: row.get(0)?,
+                time: row.get(1)?,
+                principal: row.get(2)?,
+                action: row.get(3)?,
+                target: row.get(4)?,
+                result: row.get(5)?,
+            })
+        })?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    /// The id of the last administrative action this node wrote to its audit log.
+    ///
+    /// # Errors
+    ///
+    /// Returns [`StoreError::Sqlite`] on a database failure.
+    pub fn audited_admin_event(&mut self, node_id: &str) -> Result<i64, StoreError> {
+        self.conn.execute(CREATE_CURSOR_TABLE, [])?;
+        let id: Option<i64> = self
+            .conn
+            .query_row(
+                "SELECT event_id FROM audit_event_cursors WHERE node_id = ?1",
+                [node_id],
+                |row| row.get(0),
+            )
+            .optional()?;
+        // A node that has written none yet starts from the first event, so actions made before
+        // any server ran are audited too.
+        Ok(id.unwrap_or(0))
+    }
+
+    /// Records the id of the last administrative action this node wrote to its audit log.
+    ///
+    /// # Errors
+    ///
+    /// Returns [`StoreError::Sqlite`] on a database failure.
+    pub fn set_audited_admin_event(
+        &mut self,
+        node_id: &str,
+        event_id: i64,
+    ) -> Result<(), StoreError> {
+        self.conn.execute(CREATE_CURSOR_TABLE, [])?;
+        self.conn.execute(
+            "INSERT INTO audit_event_cursors (node_id, event_id) VALUES (?1, ?2)
+             ON CONFLICT (node_id) DO UPDATE SET event_id = excluded.event_id",
+            params![node_id, event_id],
+        )?;
+        Ok(())
+    }
+}
+
+const CREATE_CURSOR_TABLE: &str = "CREATE TABLE IF NOT EXISTS audit_event_cursors (
+    node_id TEXT PRIMARY KEY,
+    event_id INTEGER NOT NULL
+)";

@@ -6,6 +6,7 @@
 //! Secrets arrive here already wrapped; this module never sees them in clear.
 
 mod audit_head;
+pub use audit_head::AdminEvent;
 pub mod backup;
 mod lifecycle;
 

@@ -1,0 +1,93 @@
+//! `keyhold audit verify`: checks the hash chain of audit files and, by default, that it
+//! reaches the head this node recorded in the store.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context as _, bail};
+use clap::Subcommand;
+
+use crate::audit::chain;
+use crate::audit::writer::{ChainHead, audit_files};
+use crate::config::Settings;
+use crate::keystore::store::Store;
+
+use super::output;
+
+#[derive(Debug, Subcommand)]
+pub(super) enum AuditCommand {
+    /// Check that no record was edited, deleted, inserted or reordered, and that no tail is
+    /// missing
+    Verify {
+        /// Audit files in chain order [default: every file in the data directory's audit
+        /// folder, oldest first]
+        files: Vec<PathBuf>,
+        /// Check the chain only, not that it reaches the head recorded in the store (for
+        /// copies checked away from the node)
+        #[arg(long)]
+        no_head: bool,
+        /// Node whose recorded head to compare with [default: this node]
+        #[arg(long, value_name = "ID")]
+        node: Option<String>,
+    },
+}
+
+pub(super) fn run(dir: &Path, command: AuditCommand) -> anyhow::Result<()> {
+    let AuditCommand::Verify {
+        files,
+        no_head,
+        node,
+    } = command;
+    let settings = if files.is_empty() || !no_head {
+        Some(Settings::load(dir)?)
+    } else {
+        None
+    };
+    let files = match (&settings, files.is_empty()) {
+        (Some(settings), true) => audit_files(&settings.audit.dir).with_context(|| {
+            format!(
+                "cannot list audit files in {}",
+                settings.audit.dir.display()
+            )
+        })?,
+        _ => files,
+    };
+    if files.is_empty() {
+        bail!("no audit files to verify");
+    }
+    let head = match (&settings, no_head) {
+        (Some(settings), false) => {
+            let node = node.unwrap_or_else(|| settings.node_id.clone());
+            let mut store = Store::open(&settings.database_path)?;
+            let head = store
+                .audit_head(&node)?
+                .map(|(seq, hash)| ChainHead { seq, hash });
+            if head.is_none() {
+                bail!(
+                    "the store has no recorded audit head for node {node}; pass --no-head to check the chain only"
+                );
+            }
+            head
+        }
+        _ => None,
+    };
+    match chain::verify(&files, head.as_ref()) {
+        Ok(verified) => {
+            let range = match (verified.first_seq, &verified.head) {
+                (Some(first), Some(last)) => format!("seq {first} to {}", last.seq),
+                _ => "no records".to_owned(),
+            };
+            let anchored = if head.is_some() {
+                "; it reaches the head recorded in the store"
+            } else {
+                ""
+            };
+            output::print(&format!(
+                "OK: {} records in {} files ({range}) form an unbroken chain{anchored}\n",
+                verified.lines,
+                files.len()
+            ));
+            Ok(())
+        }
+        Err(finding) => bail!("audit chain broken at {finding}"),
+    }
+}
