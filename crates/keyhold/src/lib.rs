@@ -15,4 +15,5 @@ pub mod crypto;
 pub mod hsm;
 pub mod keystore;
 pub mod policy;
+pub mod protect;
 pub mod service;

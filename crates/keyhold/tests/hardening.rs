@@ -155,3 +155,47 @@ fn init_restricts_an_existing_directory() {
     assert_eq!(mode(data.path()), 0o700, "data directory");
     assert_eq!(mode(&data.path().join("keyhold.db")), 0o600, "database");
 }
+
+#[test]
+fn serve_refuses_a_directory_others_can_reach() {
+    use std::os::unix::fs::PermissionsExt as _;
+
+    let data = DataDir::init();
+    std::fs::set_permissions(data.path(), std::fs::Permissions::from_mode(0o750)).expect("chmod");
+    let output = std::process::Command::new(KEYHOLD)
+        .arg("--data-dir")
+        .arg(data.path())
+        .args(["serve", "--listen", "127.0.0.1:0"])
+        .output()
+        .expect("run keyhold serve");
+    assert!(
+        !output.status.success(),
+        "serve must refuse a group-readable data directory"
+    );
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains("chmod 700"),
+        "the error says how to fix it: {stderr}"
+    );
+}
+
+#[test]
+fn server_disables_core_dumps_and_says_so() {
+    let data = DataDir::init();
+    let server = Server::start(&data);
+    let log = server.log();
+    assert!(log.contains("core dumps disabled"), "{log}");
+    assert!(log.contains("process not dumpable"), "{log}");
+    let pid = server.pid();
+    let limits = std::fs::read_to_string(format!("/proc/{pid}/limits")).expect("read limits");
+    let core = limits
+        .lines()
+        .find(|line| line.starts_with("Max core file size"))
+        .expect("core limit line");
+    let values: Vec<&str> = core.split_whitespace().collect();
+    assert_eq!(
+        &values[4..6],
+        ["0", "0"],
+        "soft and hard core limits: {core}"
+    );
+}

@@ -2,6 +2,7 @@
 
 use std::io::IsTerminal as _;
 use std::net::SocketAddr;
+use std::os::unix::fs::PermissionsExt as _;
 use std::path::Path;
 use std::sync::Arc;
 
@@ -17,6 +18,7 @@ use crate::config::{LogFormat, LogSection, RootOfTrustSettings, Settings};
 use crate::keystore::root::open_root_of_trust;
 use crate::keystore::store::Store;
 use crate::keystore::{KeyStore, unix_now};
+use crate::protect;
 use crate::service::health::NodeInfo;
 
 pub(super) fn run(dir: &Path, listen: Option<SocketAddr>) -> anyhow::Result<()> {
@@ -43,6 +45,10 @@ impl Server {
         settings: &Settings,
         listen: Option<SocketAddr>,
     ) -> anyhow::Result<Self> {
+        check_private(&settings.data_dir)?;
+        for protection in protect::apply(settings.lock_memory)? {
+            tracing::info!(protection = %protection, "secret protection active");
+        }
         let mut key_store = open_key_store(settings)?;
         if key_store.ensure_health_key()? {
             tracing::info!("created the health-check key");
@@ -187,6 +193,23 @@ fn start_audit(settings: &Settings) -> anyhow::Result<AuditLog> {
             settings.audit.dir.display()
         )
     })
+}
+
+/// Refuses a data directory that other users can read or enter, because it holds the
+/// database, the TLS key and possibly the root key.
+fn check_private(dir: &Path) -> anyhow::Result<()> {
+    let mode = std::fs::metadata(dir)
+        .with_context(|| format!("cannot read data directory {}", dir.display()))?
+        .permissions()
+        .mode();
+    if mode & 0o077 != 0 {
+        anyhow::bail!(
+            "data directory {dir} has mode {:o}, so other users can reach its files; run `chmod 700 {dir}`",
+            mode & 0o777,
+            dir = dir.display()
+        );
+    }
+    Ok(())
 }
 
 /// Opens the store and the root key named in the settings.

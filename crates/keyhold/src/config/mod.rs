@@ -6,6 +6,8 @@ use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 
+use crate::protect::LockMemory;
+
 /// Name of the configuration file inside the data directory.
 pub const CONFIG_FILE_NAME: &str = "keyhold.toml";
 
@@ -43,6 +45,18 @@ pub struct ConfigFile {
     pub audit: AuditSection,
     /// `[admin]`: the admin listener, off when absent.
     pub admin: Option<AdminSection>,
+    /// `[security]`.
+    #[serde(default)]
+    pub security: SecuritySection,
+}
+
+/// `[security]`.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SecuritySection {
+    /// Whether `serve` locks its memory against swapping.
+    #[serde(default)]
+    pub lock_memory: LockMemory,
 }
 
 /// `[admin]`.
@@ -282,6 +296,8 @@ pub struct Settings {
     pub default_quota_rps: Option<u32>,
     /// Admin listener address; `None` turns it off.
     pub admin_listen: Option<SocketAddr>,
+    /// Whether `serve` locks its memory.
+    pub lock_memory: LockMemory,
     /// The audit log.
     pub audit: AuditSection,
     /// Server certificate chain.
@@ -421,6 +437,7 @@ impl Settings {
                 quota => quota,
             },
             admin_listen: file.admin.map(|admin| admin.listen),
+            lock_memory: file.security.lock_memory,
             max_connections: match file.server.max_connections {
                 Some(0) => return Err("server.max_connections must be at least 1".to_owned()),
                 Some(limit) => limit,
@@ -569,6 +586,11 @@ fail_open = false
 # /health and /ping. It checks no credentials yet: keep it on a private address.
 # [admin]
 # listen = "127.0.0.1:9443"
+
+[security]
+# Lock the server's memory against swapping: "auto" (when the process may lock unlimited
+# memory, for example as root), "required" (refuse to start otherwise) or "off".
+lock_memory = "auto"
 
 [log]
 # "text" or "json". The level is a tracing filter; RUST_LOG overrides it.

@@ -321,6 +321,11 @@ impl Server {
         ))
     }
 
+    /// Returns the process id of the server.
+    pub(crate) fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     /// Returns the TCP port on 127.0.0.1.
     pub(crate) fn port(&self) -> u16 {
         self.port
