@@ -311,3 +311,59 @@ mod tests {
         assert!(frame_aad(&aad[1..], b"").is_ok());
     }
 }
+
+#[cfg(test)]
+mod properties {
+    use proptest::prelude::*;
+
+    use super::*;
+
+    fn key() -> DataKey {
+        DataKey::new(&[7u8; KEY_LEN]).expect("32-byte key")
+    }
+
+    proptest! {
+        #[test]
+        fn seal_then_open_returns_plaintext(
+            plaintext in proptest::collection::vec(any::<u8>(), 0..5000),
+            aad in proptest::collection::vec(any::<u8>(), 0..9000),
+            metadata in proptest::collection::vec(any::<u8>(), 0..21),
+        ) {
+            let framed = frame_aad(&aad, &metadata).expect("sizes within the framing");
+            let key = key();
+            let sealed = key.seal(&plaintext, &framed).expect("seal");
+            prop_assert_eq!(sealed.ciphertext.len(), plaintext.len());
+            let opened = key
+                .open(&sealed.iv, &sealed.ciphertext, &sealed.tag, &framed)
+                .expect("open");
+            prop_assert_eq!(opened.as_slice(), plaintext.as_slice());
+        }
+
+        #[test]
+        fn framing_is_injective(
+            first_aad in proptest::collection::vec(any::<u8>(), 0..64),
+            first_metadata in proptest::collection::vec(any::<u8>(), 0..21),
+            second_aad in proptest::collection::vec(any::<u8>(), 0..64),
+            second_metadata in proptest::collection::vec(any::<u8>(), 0..21),
+        ) {
+            let first = frame_aad(&first_aad, &first_metadata).expect("frame");
+            let second = frame_aad(&second_aad, &second_metadata).expect("frame");
+            let same_inputs = first_aad == second_aad && first_metadata == second_metadata;
+            prop_assert_eq!(first == second, same_inputs);
+        }
+
+        #[test]
+        fn moving_bytes_between_aad_and_metadata_fails(
+            aad in proptest::collection::vec(any::<u8>(), 1..64),
+            metadata in proptest::collection::vec(any::<u8>(), 0..19),
+        ) {
+            let key = key();
+            let sealed = key.seal(b"data key", &frame_aad(&aad, &metadata).expect("frame")).expect("seal");
+            let (moved, rest) = aad.split_last().expect("non-empty AAD");
+            let mut longer_metadata = vec![*moved];
+            longer_metadata.extend_from_slice(&metadata);
+            let shifted = frame_aad(rest, &longer_metadata).expect("frame");
+            prop_assert!(key.open(&sealed.iv, &sealed.ciphertext, &sealed.tag, &shifted).is_err());
+        }
+    }
+}
