@@ -223,7 +223,7 @@ impl KeyStore {
         };
         if new.protection == Protection::Hsm && self.store.key(domain_id, &key_id).is_ok() {
             return Err(StoreError::AlreadyExists(format!(
-                "key {key_id:?} in domain {domain_id:?} (key ids are never reused)"
+                "key {key_id:?} already exists in domain {domain_id:?}; key ids are never reused"
             ))
             .into());
         }

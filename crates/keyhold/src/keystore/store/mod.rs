@@ -96,7 +96,7 @@ pub enum StoreError {
     #[error("{0} not found")]
     NotFound(String),
     /// An object with that id exists already, or its id was used before.
-    #[error("{0} already exists")]
+    #[error("{0}")]
     AlreadyExists(String),
     /// The change breaks a rule, such as the limit of two active credentials.
     #[error("{0}")]
@@ -180,7 +180,10 @@ impl Store {
                 |row| row.get(0),
             )?;
             if id_taken {
-                return Err(StoreError::AlreadyExists(format!("domain {:?}", domain.id)));
+                return Err(StoreError::AlreadyExists(format!(
+                    "domain {:?} already exists",
+                    domain.id
+                )));
             }
             let owner: Option<String> = tx
                 .query_row(
@@ -191,7 +194,7 @@ impl Store {
                 .optional()?;
             if let Some(owner) = owner {
                 return Err(StoreError::AlreadyExists(format!(
-                    "URI path prefix {:?} (used by domain {owner:?})",
+                    "URI path prefix {:?} is already used by domain {owner:?}",
                     domain.uri_prefix
                 )));
             }
@@ -336,7 +339,7 @@ impl Store {
             )?;
             if taken {
                 return Err(StoreError::AlreadyExists(format!(
-                    "key {:?} in domain {:?} (key ids are never reused)",
+                    "key {:?} already exists in domain {:?}; key ids are never reused",
                     key.key_id, key.domain_id
                 )));
             }
