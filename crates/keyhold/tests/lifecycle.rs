@@ -434,3 +434,60 @@ fn policies_deny_with_the_rule_name() {
         server.post(&credential, &path, &contractor).status == 200
     });
 }
+
+#[test]
+fn binding_learned_on_first_use_persists() {
+    let (data, credential) = setup();
+    data.create_key("acme", "learner", &["--bind-on-first-use"]);
+    let first_arn = "arn:aws:kms:us-east-1:111122223333:key/first";
+    let other_arn = "arn:aws:kms:us-east-1:111122223333:key/other";
+    let path = credential.path("/keys/learner/encrypt");
+    let request = |arn: &str| common::encrypt_request_for(b"x", None, arn);
+
+    let server = Server::start(&data);
+    let first = server.post(&credential, &path, &request(first_arn));
+    assert_eq!(
+        first.status, 200,
+        "the first ARN binds the key: {}",
+        first.body
+    );
+    let other = server.post(&credential, &path, &request(other_arn));
+    assert_error(
+        &other,
+        403,
+        "AccessDeniedException",
+        "another ARN after the binding",
+    );
+    assert_eq!(
+        server.post(&credential, &path, &request(first_arn)).status,
+        200
+    );
+
+    let recorded = wait_for(Duration::from_secs(5), || {
+        let shown: Value = serde_json::from_str(
+            &data.run_ok(&["key", "show", "acme", "learner", "--output", "json"]),
+        )
+        .expect("key show JSON");
+        (shown["boundKmsKeyArn"] == first_arn).then_some(())
+    });
+    assert!(
+        recorded.is_some(),
+        "the learned binding must reach the store"
+    );
+    drop(server);
+
+    let restarted = Server::start(&data);
+    let other = restarted.post(&credential, &path, &request(other_arn));
+    assert_error(
+        &other,
+        403,
+        "AccessDeniedException",
+        "another ARN after a restart",
+    );
+    assert_eq!(
+        restarted
+            .post(&credential, &path, &request(first_arn))
+            .status,
+        200
+    );
+}

@@ -20,6 +20,7 @@ use tokio_rustls::TlsAcceptor;
 use super::{ConnectionInfo, XksState, handle, tls};
 use crate::audit::AuditRecord;
 use crate::keystore::KeyStore;
+use crate::keystore::snapshot::Snapshot;
 
 /// Longest time a client may take to finish the TLS handshake.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
@@ -192,6 +193,7 @@ pub fn spawn_refresher(
             loop {
                 std::thread::sleep(REFRESH_INTERVAL);
                 audit_admin_events(&state, &mut key_store, &mut audited_event);
+                record_learned_bindings(&state.snapshot.load(), &mut key_store);
                 if std::time::Instant::now() >= next_scheduled_run {
                     run_scheduled_work(&mut key_store);
                     next_scheduled_run = std::time::Instant::now() + scheduler_interval;
@@ -222,7 +224,11 @@ pub fn spawn_refresher(
                             domains = snapshot.domain_count(),
                             "applied changes from the store"
                         );
+                        let previous = state.snapshot.load_full();
+                        snapshot.carry_learned_bindings(&previous);
                         state.snapshot.store(Arc::new(snapshot));
+                        // Bindings learned while the new snapshot was built.
+                        record_learned_bindings(&previous, &mut key_store);
                         mark_storage(&state, true, None);
                         state
                             .checked_at_millis
@@ -278,6 +284,26 @@ fn audit_admin_events(state: &XksState, key_store: &mut KeyStore, cursor: &mut O
         match store.set_audited_admin_event(&state.node.id, last) {
             Ok(()) => *cursor = Some(last),
             Err(error) => tracing::warn!(%error, "cannot record the audit cursor"),
+        }
+    }
+}
+
+/// Records key bindings learned on first use in the store; the next revision poll loads them.
+fn record_learned_bindings(snapshot: &Snapshot, key_store: &mut KeyStore) {
+    for (domain, key_id, arn) in snapshot.take_pending_bindings() {
+        match key_store
+            .store_mut()
+            .learn_key_binding(&domain, &key_id, &arn)
+        {
+            Ok(true) => {
+                tracing::info!(%domain, %key_id, kms_key_arn = %arn, "key bound to the first KMS key ARN that used it");
+            }
+            Ok(false) => {
+                tracing::warn!(%domain, %key_id, kms_key_arn = %arn, "another node bound the key to a different KMS key ARN first");
+            }
+            Err(error) => {
+                tracing::error!(%error, %domain, %key_id, "cannot record a learned key binding");
+            }
         }
     }
 }

@@ -185,6 +185,7 @@ pub(super) fn key(dir: &Path, command: KeyCommand) -> anyhow::Result<()> {
             name,
             description,
             bind_kms_key_arn,
+            bind_on_first_use,
             protection,
             rotation_period,
         } => {
@@ -201,6 +202,7 @@ pub(super) fn key(dir: &Path, command: KeyCommand) -> anyhow::Result<()> {
                 description,
                 usage,
                 bound_kms_key_arn: bind_kms_key_arn,
+                learn_binding: bind_on_first_use,
                 protection,
                 rotation_period_secs,
             })?;
@@ -253,9 +255,14 @@ pub(super) fn key(dir: &Path, command: KeyCommand) -> anyhow::Result<()> {
                 ("primary version", key.primary_version.to_string()),
                 (
                     "bound KMS key ARN",
-                    key.bound_kms_key_arn
-                        .clone()
-                        .unwrap_or_else(|| "none".to_owned()),
+                    key.bound_kms_key_arn.clone().unwrap_or_else(|| {
+                        if key.learn_binding {
+                            "learned on first use"
+                        } else {
+                            "none"
+                        }
+                        .to_owned()
+                    }),
                 ),
                 (
                     "rotation period",
@@ -362,6 +369,7 @@ fn key_json(key: &KeyInfo) -> serde_json::Value {
         "protection": key.protection,
         "primaryVersion": key.primary_version,
         "boundKmsKeyArn": key.bound_kms_key_arn,
+        "bindOnFirstUse": key.learn_binding,
         "rotationPeriodSecs": key.rotation_period_secs,
         "deletionAt": key.deletion_at.map(format_time),
         "policy": key.policy.as_deref().and_then(|policy| serde_json::from_str::<serde_json::Value>(policy).ok()),

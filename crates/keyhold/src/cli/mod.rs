@@ -152,6 +152,9 @@ enum KeyCommand {
         /// Allow only this KMS key ARN to use the key; others get AccessDeniedException
         #[arg(long, value_name = "ARN")]
         bind_kms_key_arn: Option<String>,
+        /// Bind the key to the first KMS key ARN that encrypts or decrypts with it
+        #[arg(long, conflicts_with = "bind_kms_key_arn")]
+        bind_on_first_use: bool,
         /// Where the key material lives: software (wrapped by the root key, used in memory) or
         /// hsm (generated inside the HSM as a non-extractable object; needs a pkcs11 root of trust)
         #[arg(long, default_value = "software", value_name = "PROTECTION")]

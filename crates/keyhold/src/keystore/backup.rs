@@ -481,6 +481,7 @@ fn key_entry(
         protection: info.protection.as_str().to_owned(),
         primary_version: info.primary_version,
         bound_kms_key_arn: info.bound_kms_key_arn.clone(),
+        learn_binding: info.learn_binding,
         rotation_period_secs: info.rotation_period_secs,
         deletion_at: info.deletion_at,
         policy: info.policy.clone(),

@@ -61,6 +61,8 @@ pub struct NewKey {
     pub usage: KeyUsage,
     /// The only `kmsKeyArn` allowed to use the key.
     pub bound_kms_key_arn: Option<String>,
+    /// Bind the key to the first `kmsKeyArn` that uses it.
+    pub learn_binding: bool,
     /// Where the material lives.
     pub protection: Protection,
     /// Automatic rotation period in seconds.
@@ -77,6 +79,7 @@ impl NewKey {
             description: String::new(),
             usage: KeyUsage::ENCRYPT_DECRYPT,
             bound_kms_key_arn: None,
+            learn_binding: false,
             protection: Protection::Software,
             rotation_period_secs: None,
         }
@@ -216,6 +219,7 @@ impl KeyStore {
             protection: new.protection,
             primary_version: 1,
             bound_kms_key_arn: new.bound_kms_key_arn.clone(),
+            learn_binding: new.learn_binding && new.bound_kms_key_arn.is_none(),
             rotation_period_secs: new.rotation_period_secs,
             deletion_at: None,
             policy: None,

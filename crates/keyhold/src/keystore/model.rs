@@ -273,6 +273,8 @@ pub struct KeyInfo {
     pub primary_version: u32,
     /// The only `kmsKeyArn` allowed to use the key; `None` allows any.
     pub bound_kms_key_arn: Option<String>,
+    /// Whether the key binds itself to the first `kmsKeyArn` that uses it.
+    pub learn_binding: bool,
     /// Automatic rotation period in seconds; `None` rotates only on request.
     pub rotation_period_secs: Option<i64>,
     /// When a key pending deletion is destroyed, Unix seconds.

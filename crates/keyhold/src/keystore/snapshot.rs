@@ -5,7 +5,7 @@
 //! swaps it in atomically, so a request sees one consistent view and never touches the database.
 
 use std::collections::{BTreeMap, HashMap};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, OnceLock, PoisonError};
 
 use crate::auth::Sigv4Secret;
 use crate::crypto::DataKey;
@@ -34,7 +34,12 @@ pub struct Snapshot {
     pub hsm: Option<Arc<Hsm>>,
     /// Rows that could not be used, for the operator; never contains secrets.
     pub problems: Vec<String>,
+    /// Bindings learned on first use and not yet recorded: domain, key, KMS key ARN.
+    pending_bindings: PendingBindings,
 }
+
+/// Bindings learned on first use, shared by a snapshot and its domains.
+type PendingBindings = Arc<Mutex<Vec<(String, String, String)>>>;
 
 /// One domain with its credentials and keys.
 #[derive(Debug)]
@@ -46,6 +51,7 @@ pub struct DomainView {
     hsm_keys: usize,
     /// The domain's secondary authorization policy.
     pub policy: Option<Policy>,
+    pending_bindings: PendingBindings,
 }
 
 /// One key with the material of its versions.
@@ -55,6 +61,8 @@ pub struct KeyView {
     pub info: KeyInfo,
     /// The key's own secondary authorization policy.
     pub policy: Option<Policy>,
+    /// The KMS key ARN learned on first use, before the store records it.
+    learned: OnceLock<String>,
     versions: BTreeMap<u32, VersionMaterial>,
 }
 
@@ -99,6 +107,7 @@ impl Snapshot {
     /// unusable and a line naming it is added to `problems`.
     pub fn build(dataset: Dataset, root: &dyn RootOfTrust) -> Self {
         let mut problems = Vec::new();
+        let pending_bindings = PendingBindings::default();
         let mut domains: HashMap<String, DomainView> = dataset
             .domains
             .into_iter()
@@ -114,6 +123,7 @@ impl Snapshot {
                     keys: HashMap::new(),
                     hsm_keys: 0,
                     policy,
+                    pending_bindings: pending_bindings.clone(),
                 };
                 (view.domain.id.clone(), view)
             })
@@ -200,6 +210,7 @@ impl Snapshot {
                 view.keys.insert(
                     info.key_id.clone(),
                     KeyView {
+                        learned: OnceLock::new(),
                         policy: key_policy,
                         info,
                         versions: unwrapped,
@@ -230,6 +241,7 @@ impl Snapshot {
                 .collect(),
             health_key,
             hsm: root.hsm().cloned(),
+            pending_bindings,
             problems,
         }
     }
@@ -242,6 +254,38 @@ impl Snapshot {
     /// Number of domains.
     pub fn domain_count(&self) -> usize {
         self.domains_by_prefix.len()
+    }
+
+    /// Takes the bindings learned since the last call, for the store.
+    pub fn take_pending_bindings(&self) -> Vec<(String, String, String)> {
+        std::mem::take(
+            &mut *self
+                .pending_bindings
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner),
+        )
+    }
+
+    /// Copies bindings learned in `previous` that the store has not recorded yet, so a new
+    /// snapshot does not forget them.
+    pub fn carry_learned_bindings(&self, previous: &Snapshot) {
+        for (prefix, domain) in &self.domains_by_prefix {
+            let Some(old_domain) = previous.domains_by_prefix.get(prefix) else {
+                continue;
+            };
+            for (key_id, key) in &domain.keys {
+                if key.info.bound_kms_key_arn.is_some() || !key.info.learn_binding {
+                    continue;
+                }
+                if let Some(learned) = old_domain
+                    .keys
+                    .get(key_id)
+                    .and_then(|old| old.learned.get())
+                {
+                    let _ = key.learned.set(learned.clone());
+                }
+            }
+        }
     }
 }
 
@@ -275,6 +319,27 @@ impl DomainView {
     /// The secret of an active credential of this domain.
     pub fn credential(&self, access_key_id: &str) -> Option<&Sigv4Secret> {
         self.credentials.get(access_key_id)
+    }
+
+    /// Checks a key's binding learned on first use. The first ARN to reach a key becomes its
+    /// binding and is queued for the store; any other ARN is refused.
+    pub fn check_learned_binding(&self, key: &KeyView, kms_key_arn: &str) -> bool {
+        let mut learned_now = false;
+        let bound = key.learned.get_or_init(|| {
+            learned_now = true;
+            kms_key_arn.to_owned()
+        });
+        if learned_now {
+            self.pending_bindings
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .push((
+                    key.info.domain_id.clone(),
+                    key.info.key_id.clone(),
+                    kms_key_arn.to_owned(),
+                ));
+        }
+        bound == kms_key_arn
     }
 
     /// Number of HSM-resident keys in this domain.

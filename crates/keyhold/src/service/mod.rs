@@ -215,6 +215,17 @@ fn authorize(
             key.info.key_id
         )));
     }
+    if key.info.bound_kms_key_arn.is_none()
+        && key.info.learn_binding
+        && !request
+            .kms_key_arn
+            .is_some_and(|arn| domain.check_learned_binding(key, arn))
+    {
+        return Err(ServiceError::AccessDenied(format!(
+            "key {} is bound to the first KMS key ARN that used it",
+            key.info.key_id
+        )));
+    }
     check_policies(domain, key, request)
 }
 

@@ -78,6 +78,8 @@ pub(super) struct KeyEntry {
     pub(super) protection: String,
     pub(super) primary_version: u32,
     pub(super) bound_kms_key_arn: Option<String>,
+    #[serde(default)]
+    pub(super) learn_binding: bool,
     pub(super) rotation_period_secs: Option<i64>,
     pub(super) deletion_at: Option<i64>,
     pub(super) policy: Option<String>,
@@ -268,6 +270,7 @@ impl KeyEntry {
             protection,
             primary_version: self.primary_version,
             bound_kms_key_arn: self.bound_kms_key_arn.clone(),
+            learn_binding: self.learn_binding,
             rotation_period_secs: self.rotation_period_secs,
             deletion_at: self.deletion_at,
             policy: self.policy.clone(),

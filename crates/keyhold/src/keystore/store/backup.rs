@@ -472,8 +472,8 @@ fn insert_key(tx: &Connection, key: &KeyRecord) -> Result<(), StoreError> {
     tx.execute(
         "INSERT INTO keys (domain_id, key_id, name, description, usage_encrypt, usage_decrypt,
              status, status_before_deletion, protection, primary_version, bound_kms_key_arn,
-             rotation_period_secs, deletion_at, policy, created_at)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15)",
+             rotation_period_secs, deletion_at, policy, created_at, learn_binding)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16)",
         params![
             info.domain_id,
             info.key_id,
@@ -489,7 +489,8 @@ fn insert_key(tx: &Connection, key: &KeyRecord) -> Result<(), StoreError> {
             info.rotation_period_secs,
             info.deletion_at,
             info.policy,
-            info.created_at
+            info.created_at,
+            info.learn_binding
         ],
     )?;
     Ok(())

@@ -298,6 +298,34 @@ impl Store {
         Ok(rows.collect::<Result<_, _>>()?)
     }
 
+    /// Records the KMS key ARN a key learned on first use, unless it has a binding already.
+    /// Returns whether this ARN is now the binding.
+    ///
+    /// # Errors
+    ///
+    /// Returns [`StoreError`] on a database failure.
+    pub fn learn_key_binding(
+        &mut self,
+        domain_id: &str,
+        key_id: &str,
+        kms_key_arn: &str,
+    ) -> Result<bool, StoreError> {
+        self.write(|tx| {
+            tx.execute(
+                "UPDATE keys SET bound_kms_key_arn = ?3
+                 WHERE domain_id = ?1 AND key_id = ?2 AND learn_binding = 1
+                     AND bound_kms_key_arn IS NULL",
+                params![domain_id, key_id, kms_key_arn],
+            )?;
+            let bound: Option<String> = tx.query_row(
+                "SELECT bound_kms_key_arn FROM keys WHERE domain_id = ?1 AND key_id = ?2",
+                params![domain_id, key_id],
+                |row| row.get(0),
+            )?;
+            Ok(bound.as_deref() == Some(kms_key_arn))
+        })
+    }
+
     /// Sets or clears a key's automatic rotation period.
     ///
     /// # Errors

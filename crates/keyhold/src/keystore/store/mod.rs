@@ -60,6 +60,7 @@ CREATE TABLE keys (
     protection TEXT NOT NULL CHECK (protection IN ('software', 'hsm')),
     primary_version INTEGER NOT NULL,
     bound_kms_key_arn TEXT,
+    learn_binding INTEGER NOT NULL DEFAULT 0,
     rotation_period_secs INTEGER CHECK (rotation_period_secs > 0),
     deletion_at INTEGER,
     policy TEXT,
@@ -346,8 +347,8 @@ impl Store {
             tx.execute(
                 "INSERT INTO keys (domain_id, key_id, name, description, usage_encrypt,
                      usage_decrypt, status, protection, primary_version, bound_kms_key_arn,
-                     rotation_period_secs, deletion_at, policy, created_at)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14)",
+                     rotation_period_secs, deletion_at, policy, created_at, learn_binding)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15)",
                 params![
                     key.domain_id,
                     key.key_id,
@@ -362,7 +363,8 @@ impl Store {
                     key.rotation_period_secs,
                     key.deletion_at,
                     key.policy,
-                    key.created_at
+                    key.created_at,
+                    key.learn_binding
                 ],
             )?;
             insert_version(tx, &key.domain_id, &key.key_id, first)?;
@@ -551,7 +553,7 @@ impl Store {
 
 const KEY_COLUMNS: &str = "SELECT domain_id, key_id, name, description, usage_encrypt, \
     usage_decrypt, status, protection, primary_version, bound_kms_key_arn, \
-    rotation_period_secs, deletion_at, policy, created_at FROM keys";
+    rotation_period_secs, deletion_at, policy, created_at, learn_binding FROM keys";
 
 const DOMAIN_COLUMNS: &str = "id, display_name, uri_prefix, status, quota_rps, policy, created_at";
 
@@ -674,6 +676,7 @@ fn key_from_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<Result<KeyInfo, Sto
         deletion_at: row.get(11)?,
         policy: row.get(12)?,
         created_at: row.get(13)?,
+        learn_binding: row.get(14)?,
     }))
 }
 
