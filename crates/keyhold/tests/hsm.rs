@@ -446,3 +446,64 @@ fn softhsm_module_is_installed() {
         "{SOFTHSM_MODULE} is missing; scripts/test installs the softhsm2 package"
     );
 }
+
+#[test]
+fn slow_hsm_answers_within_time_budget() {
+    let (setup, credential) = HsmSetup::new();
+    setup.set_config("sessions = 4", "sessions = 1");
+    setup.set_config("session_wait_ms = 100", "session_wait_ms = 5000");
+    let path = setup.data.path().join("keyhold.toml");
+    let text = std::fs::read_to_string(&path).expect("read keyhold.toml");
+    std::fs::write(
+        &path,
+        text.replace("time_budget_ms = 200", "time_budget_ms = 1"),
+    )
+    .expect("write keyhold.toml");
+    let server = setup.serve();
+
+    // Requests queue for the single session much longer than the budget allows.
+    let path = credential.path("/keys/hsm-key/encrypt");
+    let body = encrypt_request(&vec![7u8; 32 * 1024], Some(&vec![1u8; 8192]));
+    let started = Instant::now();
+    let responses: Vec<HttpResponse> = std::thread::scope(|scope| {
+        let workers: Vec<_> = (0..12)
+            .map(|_| scope.spawn(|| server.curl_burst(&credential, &path, &body, 20)))
+            .collect();
+        workers
+            .into_iter()
+            .flat_map(|worker| worker.join().expect("curl worker"))
+            .collect()
+    });
+    let over_budget: Vec<&HttpResponse> = responses
+        .iter()
+        .filter(|response| response.status == 503)
+        .collect();
+    eprintln!(
+        "{} of {} requests exceeded the 1 ms budget; all answered in {:?}",
+        over_budget.len(),
+        responses.len(),
+        started.elapsed()
+    );
+    assert!(
+        !over_budget.is_empty(),
+        "no request exceeded the time budget"
+    );
+    assert!(
+        over_budget
+            .iter()
+            .all(|response| response.error_name().as_deref() == Some("DependencyTimeoutException")),
+        "over-budget requests get DependencyTimeoutException"
+    );
+    assert!(
+        over_budget
+            .iter()
+            .any(|response| response.body.contains("time budget")),
+        "the message names the time budget"
+    );
+    assert!(
+        responses
+            .iter()
+            .all(|response| response.status == 200 || response.status == 503),
+        "unexpected statuses"
+    );
+}

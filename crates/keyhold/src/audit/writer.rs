@@ -349,3 +349,82 @@ fn first_seq(path: &Path) -> io::Result<u64> {
         .map(|parsed| parsed.seq)
         .map_err(|error| io::Error::new(io::ErrorKind::InvalidData, error))
 }
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+    use crate::audit::chain;
+
+    fn record(operation: &str) -> AuditRecord {
+        AuditRecord {
+            time: "2026-01-01T00:00:00.000Z".to_owned(),
+            node: "test".to_owned(),
+            kind: "xks",
+            operation: operation.to_owned(),
+            result: "success".to_owned(),
+            ..AuditRecord::default()
+        }
+    }
+
+    /// Waits until the writer has written `count` records in total.
+    fn wait_written(log: &AuditLog, count: u64) {
+        for _ in 0..500 {
+            if log.health().written() >= count {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        panic!("only {} of {count} records written", log.health().written());
+    }
+
+    #[test]
+    fn rotation_keeps_one_chain_across_files() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let config = WriterConfig {
+            dir: dir.path().to_owned(),
+            max_file_bytes: 2000,
+            rotate_daily: true,
+            queue_capacity: 16,
+            mode: FailureMode::Closed,
+        };
+        let log = start(config.clone(), |_| {}).expect("start writer");
+        for index in 0..60 {
+            log.record(record(&format!("Encrypt-{index}")))
+                .expect("queue record");
+            // Several groups, so rotation happens between writes.
+            if index % 5 == 4 {
+                wait_written(&log, index + 1);
+            }
+        }
+        wait_written(&log, 60);
+        drop(log);
+
+        let files = audit_files(dir.path()).expect("list files");
+        assert!(files.len() >= 3, "expected rotated files, found {files:?}");
+        for file in &files[..files.len() - 1] {
+            let name = file
+                .file_name()
+                .expect("name")
+                .to_string_lossy()
+                .into_owned();
+            assert!(
+                name.starts_with("audit-") && name.ends_with(".log"),
+                "{name}"
+            );
+        }
+        let verified = chain::verify(&files, None).expect("one chain across files");
+        assert_eq!(verified.lines, 60);
+        assert_eq!(verified.first_seq, Some(1));
+
+        // A restarted writer continues the chain from the newest file.
+        let log = start(config, |_| {}).expect("restart writer");
+        log.record(record("Decrypt")).expect("queue record");
+        wait_written(&log, 1);
+        drop(log);
+        let files = audit_files(dir.path()).expect("list files");
+        let verified = chain::verify(&files, None).expect("chain continues after a restart");
+        assert_eq!(verified.head.map(|head| head.seq), Some(61));
+    }
+}
