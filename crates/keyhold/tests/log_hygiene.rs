@@ -124,3 +124,42 @@ fn request_log_names_kms_request_id() {
         );
     }
 }
+
+#[test]
+fn json_log_lines_carry_request_fields() {
+    let data = DataDir::init();
+    let config = data.path().join("keyhold.toml");
+    let text = std::fs::read_to_string(&config).expect("read keyhold.toml");
+    assert!(text.contains("format = \"text\""), "template changed");
+    std::fs::write(
+        &config,
+        text.replace("format = \"text\"", "format = \"json\""),
+    )
+    .expect("write");
+    data.create_domain(DOMAIN, &[]);
+    let credential = data.create_credential(DOMAIN);
+    data.create_key(DOMAIN, KEY_ID, &[]);
+    let server = Server::start_with_env(&data, &[("RUST_LOG", "debug")]);
+    let mut body = encrypt_request(PLAINTEXT, None);
+    body["requestMetadata"]["kmsRequestId"] = json!("json-log-request-0003");
+    let path = credential.path(&format!("/keys/{KEY_ID}/encrypt"));
+    assert_eq!(server.post(&credential, &path, &body).status, 200);
+    let log = server.log();
+    drop(server);
+
+    let lines: Vec<serde_json::Value> = log
+        .lines()
+        .map(|line| {
+            serde_json::from_str(line).unwrap_or_else(|error| panic!("not JSON ({error}): {line}"))
+        })
+        .collect();
+    let success = lines
+        .iter()
+        .find(|line| line["fields"]["message"] == SUCCESS_MESSAGE)
+        .expect("the request outcome is logged");
+    assert_eq!(
+        success["span"]["kms_request_id"], "json-log-request-0003",
+        "{success}"
+    );
+    assert_eq!(success["span"]["operation"], "Encrypt", "{success}");
+}
