@@ -12,6 +12,7 @@ pub mod auth;
 pub mod cli;
 pub mod config;
 pub mod crypto;
+pub mod files;
 pub mod hsm;
 pub mod keystore;
 pub mod policy;

@@ -1,9 +1,6 @@
 //! TLS for the XKS listener: rustls with the cipher suites the XKS API requires, optional mutual
 //! TLS restricted to named clients, and the development certificates `keyhold init` writes.
 
-use std::fs;
-use std::io::Write as _;
-use std::os::unix::fs::OpenOptionsExt as _;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -280,16 +277,8 @@ pub fn write_dev_certificates(dir: &Path) -> Result<(), TlsError> {
 }
 
 fn write_new_file(path: &Path, contents: &[u8], mode: u32) -> Result<(), TlsError> {
-    let error = |e: std::io::Error| TlsError::Generate {
+    crate::files::write_new(path, contents, mode).map_err(|error| TlsError::Generate {
         path: path.to_owned(),
-        message: e.to_string(),
-    };
-    let mut file = fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(mode)
-        .open(path)
-        .map_err(error)?;
-    file.write_all(contents).map_err(error)?;
-    file.sync_all().map_err(error)
+        message: error.to_string(),
+    })
 }

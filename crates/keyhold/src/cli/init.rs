@@ -1,7 +1,6 @@
 //! `keyhold init`: creates a data directory without ever overwriting an existing file.
 
 use std::fs::{self, DirBuilder};
-use std::io::Write as _;
 use std::os::unix::fs::{DirBuilderExt as _, OpenOptionsExt as _, PermissionsExt as _};
 use std::path::Path;
 
@@ -152,13 +151,6 @@ fn remove_created(dir: &Path, created_dir: bool) {
 }
 
 fn write_config(path: &Path, text: &str) -> anyhow::Result<()> {
-    let mut file = fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o600)
-        .open(path)
-        .with_context(|| format!("cannot create {}", path.display()))?;
-    file.write_all(text.as_bytes())
-        .and_then(|()| file.sync_all())
-        .with_context(|| format!("cannot write {}", path.display()))
+    crate::files::write_new(path, text.as_bytes(), 0o600)
+        .with_context(|| format!("cannot create {}", path.display()))
 }

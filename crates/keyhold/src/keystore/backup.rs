@@ -15,10 +15,7 @@
 mod format;
 mod manifest;
 
-use std::fs;
-use std::io::Write as _;
 use std::ops::Range;
-use std::os::unix::fs::OpenOptionsExt as _;
 use std::path::{Path, PathBuf};
 
 use zeroize::Zeroizing;
@@ -362,22 +359,10 @@ pub fn restore(
 ///
 /// Returns [`BackupError::Io`] when the file exists or cannot be written.
 pub fn write_backup_file(path: &Path, bytes: &[u8]) -> Result<(), BackupError> {
-    let io_error = |source| BackupError::Io {
+    crate::files::write_new(path, bytes, 0o600).map_err(|source| BackupError::Io {
         path: path.to_owned(),
         source,
-    };
-    let mut file = fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o600)
-        .open(path)
-        .map_err(io_error)?;
-    if let Err(error) = file.write_all(bytes).and_then(|()| file.sync_all()) {
-        drop(file);
-        let _ = fs::remove_file(path);
-        return Err(io_error(error));
-    }
-    Ok(())
+    })
 }
 
 /// Builds the manifest entry of a domain, unwrapping its secrets into `secrets`.
@@ -751,6 +736,8 @@ fn key_record(
 
 #[cfg(test)]
 mod tests {
+    use std::fs;
+
     use super::*;
     use crate::keystore::model::{DomainStatus, KeyInfo, KeyStatus, VersionState, hsm_label};
     use crate::keystore::root::FileRootKey;

@@ -5,8 +5,7 @@
 //! access key id), so a wrapped value copied onto another row fails to unwrap.
 
 use std::fs;
-use std::io::Write as _;
-use std::os::unix::fs::{OpenOptionsExt as _, PermissionsExt as _};
+use std::os::unix::fs::PermissionsExt as _;
 use std::path::{Path, PathBuf};
 
 use std::sync::Arc;
@@ -314,18 +313,12 @@ impl FileRootKey {
     /// Returns [`RootError::Io`] when the file exists or cannot be written.
     pub fn create(path: &Path) -> Result<Self, RootError> {
         let material = crypto::generate_key()?;
-        let io_error = |source| RootError::Io {
-            path: path.to_owned(),
-            source,
-        };
-        let mut file = fs::OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .mode(0o600)
-            .open(path)
-            .map_err(io_error)?;
-        file.write_all(material.as_ref()).map_err(io_error)?;
-        file.sync_all().map_err(io_error)?;
+        crate::files::write_new(path, material.as_ref(), 0o600).map_err(|source| {
+            RootError::Io {
+                path: path.to_owned(),
+                source,
+            }
+        })?;
         Ok(Self {
             key: DataKey::new(material.as_ref())?,
             path: path.to_owned(),
