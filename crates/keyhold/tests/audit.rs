@@ -20,13 +20,7 @@ const PLAINTEXT: &[u8] = b"audit-canary-plaintext-7f3a";
 
 fn setup(config: &[(&str, &str)]) -> (DataDir, Credential) {
     let data = DataDir::init();
-    let path = data.path().join("keyhold.toml");
-    let mut text = std::fs::read_to_string(&path).expect("read keyhold.toml");
-    for (from, to) in config {
-        assert!(text.contains(from), "keyhold.toml lacks {from:?}");
-        text = text.replace(from, to);
-    }
-    std::fs::write(&path, text).expect("write keyhold.toml");
+    data.configure(config);
     data.create_domain("acme", &[]);
     let credential = data.create_credential("acme");
     data.create_key("acme", "k1", &[]);

@@ -9,21 +9,10 @@ use std::time::{Duration, Instant};
 
 use common::{DataDir, KEYHOLD, Server};
 
-fn configure(data: &DataDir, from: &str, to: &str) {
-    let path = data.path().join("keyhold.toml");
-    let text = std::fs::read_to_string(&path).expect("read keyhold.toml");
-    assert!(text.contains(from), "keyhold.toml lacks {from:?}");
-    std::fs::write(&path, text.replace(from, to)).expect("write keyhold.toml");
-}
-
 #[test]
 fn stalled_body_is_answered_and_closed() {
     let data = DataDir::init();
-    configure(
-        &data,
-        "body_read_timeout_secs = 10",
-        "body_read_timeout_secs = 1",
-    );
+    data.configure(&[("body_read_timeout_secs = 10", "body_read_timeout_secs = 1")]);
     data.create_domain("acme", &[]);
     let server = Server::start(&data);
 
@@ -77,7 +66,7 @@ fn wait_with_timeout(mut child: std::process::Child, timeout: Duration) -> Vec<u
 #[test]
 fn connection_limit_makes_new_clients_wait() {
     let data = DataDir::init();
-    configure(&data, "max_connections = 4096", "max_connections = 3");
+    data.configure(&[("max_connections = 4096", "max_connections = 3")]);
     let server = Server::start(&data);
 
     // Plain TCP connections that never start TLS hold their slots until the handshake

@@ -7,16 +7,6 @@ use std::time::{Duration, Instant};
 
 use common::{Credential, DataDir, HttpResponse, Server, encrypt_request, free_port};
 
-fn configure(data: &DataDir, changes: &[(&str, &str)]) {
-    let path = data.path().join("keyhold.toml");
-    let mut text = std::fs::read_to_string(&path).expect("read keyhold.toml");
-    for (from, to) in changes {
-        assert!(text.contains(from), "keyhold.toml lacks {from:?}");
-        text = text.replace(from, to);
-    }
-    std::fs::write(&path, text).expect("write keyhold.toml");
-}
-
 fn encrypt(server: &Server, credential: &Credential) -> HttpResponse {
     server.post(
         credential,
@@ -43,13 +33,10 @@ fn burst(server: &Server, credential: &Credential, count: usize) -> Vec<u16> {
 fn metrics_count_requests_by_domain_and_result() {
     let data = DataDir::init();
     let admin_port = free_port();
-    configure(
-        &data,
-        &[(
-            "# [admin]\n# listen = \"127.0.0.1:9443\"",
-            &format!("[admin]\nlisten = \"127.0.0.1:{admin_port}\""),
-        )],
-    );
+    data.configure(&[(
+        "# [admin]\n# listen = \"127.0.0.1:9443\"",
+        &format!("[admin]\nlisten = \"127.0.0.1:{admin_port}\""),
+    )]);
     data.create_domain("acme", &[]);
     let credential = data.create_credential("acme");
     data.create_key("acme", "k1", &[]);
@@ -151,10 +138,7 @@ fn flooding_domain_does_not_throttle_another() {
 #[test]
 fn default_quota_applies_to_domains_without_one() {
     let data = DataDir::init();
-    configure(
-        &data,
-        &[("# default_quota_rps = 1800", "default_quota_rps = 3")],
-    );
+    data.configure(&[("# default_quota_rps = 1800", "default_quota_rps = 3")]);
     data.create_domain("acme", &[]);
     let credential = data.create_credential("acme");
     data.create_key("acme", "k1", &[]);
@@ -170,7 +154,7 @@ fn default_quota_applies_to_domains_without_one() {
 #[test]
 fn in_flight_limit_rejects_excess_requests() {
     let data = DataDir::init();
-    configure(&data, &[("max_in_flight = 1024", "max_in_flight = 1")]);
+    data.configure(&[("max_in_flight = 1024", "max_in_flight = 1")]);
     data.create_domain("acme", &[]);
     let credential = data.create_credential("acme");
     data.create_key("acme", "k1", &[]);

@@ -207,6 +207,18 @@ impl DataDir {
         self.run_ok(&args);
     }
 
+    /// Replaces text in `keyhold.toml`, panicking when a text to replace is missing, so a
+    /// changed template cannot silently leave a setting as it was.
+    pub(crate) fn configure(&self, changes: &[(&str, &str)]) {
+        let path = self.path.join("keyhold.toml");
+        let mut text = std::fs::read_to_string(&path).expect("read keyhold.toml");
+        for (from, to) in changes {
+            assert!(text.contains(from), "keyhold.toml lacks {from:?}");
+            text = text.replace(from, to);
+        }
+        std::fs::write(&path, text).expect("write keyhold.toml");
+    }
+
     /// Runs a SQL script against `keyhold.db` with Python's sqlite3 module, which shares no
     /// code with Keyhold's own SQLite build.
     pub(crate) fn run_sql(&self, script: &str) {
