@@ -1,8 +1,9 @@
 //! Prometheus metrics: counters and latency histograms the XKS listener updates, rendered in
 //! the Prometheus text exposition format.
 //!
-//! Counters are atomics found through a read-mostly map, so the request path takes a shared
-//! lock and one atomic add; a new label combination takes the write lock once.
+//! Counters are atomics found through read-mostly maps keyed by borrowed or static strings, so
+//! the request path takes shared locks, allocates nothing and does one atomic add; a new label
+//! combination takes a write lock once.
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
@@ -15,13 +16,13 @@ const LATENCY_BUCKETS: [f64; 12] = [
     0.000_1, 0.000_25, 0.000_5, 0.001, 0.002_5, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0,
 ];
 
-/// Labels of a request counter: domain, operation and result.
-type RequestLabels = (String, &'static str, String);
+/// Request counters of one domain by operation and result.
+type DomainCounters = RwLock<BTreeMap<(&'static str, &'static str), Arc<AtomicU64>>>;
 
 /// Metrics of one node.
 #[derive(Debug, Default)]
 pub struct Metrics {
-    requests: RwLock<BTreeMap<RequestLabels, Arc<AtomicU64>>>,
+    requests: RwLock<BTreeMap<String, Arc<DomainCounters>>>,
     latency: RwLock<BTreeMap<&'static str, Arc<Histogram>>>,
     throttled: RwLock<BTreeMap<String, Arc<AtomicU64>>>,
 }
@@ -58,11 +59,18 @@ impl Metrics {
         &self,
         domain: &str,
         operation: &'static str,
-        result: &str,
+        result: &'static str,
         latency: Duration,
     ) {
-        let key = (domain.to_owned(), operation, result.to_owned());
-        counter(&self.requests, key).fetch_add(1, Ordering::Relaxed);
+        let found = read(&self.requests).get(domain).cloned();
+        let domain_counters = found.unwrap_or_else(|| {
+            let mut map = self
+                .requests
+                .write()
+                .unwrap_or_else(PoisonError::into_inner);
+            map.entry(domain.to_owned()).or_default().clone()
+        });
+        counter(&domain_counters, (operation, result)).fetch_add(1, Ordering::Relaxed);
         let histogram = {
             let map = self.latency.read().unwrap_or_else(PoisonError::into_inner);
             map.get(operation).cloned()
@@ -76,7 +84,9 @@ impl Metrics {
 
     /// Counts one request rejected with `ThrottlingException`.
     pub fn observe_throttled(&self, domain: &str) {
-        counter(&self.throttled, domain.to_owned()).fetch_add(1, Ordering::Relaxed);
+        let found = read(&self.throttled).get(domain).cloned();
+        let value = found.unwrap_or_else(|| counter(&self.throttled, domain.to_owned()));
+        value.fetch_add(1, Ordering::Relaxed);
     }
 
     /// Renders every metric in the Prometheus text format.
@@ -86,14 +96,15 @@ impl Metrics {
             "# HELP keyhold_xks_requests_total XKS requests by domain, operation and result.\n",
         );
         out.push_str("# TYPE keyhold_xks_requests_total counter\n");
-        for ((domain, operation, result), value) in read(&self.requests).iter() {
-            let _ = writeln!(
-                out,
-                "keyhold_xks_requests_total{{domain=\"{}\",operation=\"{operation}\",result=\"{}\"}} {}",
-                escape(domain),
-                escape(result),
-                value.load(Ordering::Relaxed)
-            );
+        for (domain, counters) in read(&self.requests).iter() {
+            for ((operation, result), value) in read(counters).iter() {
+                let _ = writeln!(
+                    out,
+                    "keyhold_xks_requests_total{{domain=\"{}\",operation=\"{operation}\",result=\"{result}\"}} {}",
+                    escape(domain),
+                    value.load(Ordering::Relaxed)
+                );
+            }
         }
 
         out.push_str("# HELP keyhold_xks_request_duration_seconds Time to answer XKS requests.\n");

@@ -255,10 +255,14 @@ fn audit(
             }
         }
     }
+    let result_name = match &result {
+        Ok(_) => "success",
+        Err(error) => error.name().as_str(),
+    };
     state.metrics.observe_request(
         record.domain.as_deref().unwrap_or_default(),
         operation,
-        &record.result,
+        result_name,
         elapsed,
     );
     match state.audit.record(record) {
