@@ -6,6 +6,7 @@
 //! minutes of the server clock.
 
 use std::fmt::Write as _;
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use hyper::HeaderMap;
@@ -23,19 +24,63 @@ pub const ALGORITHM: &str = "AWS4-HMAC-SHA256";
 pub const MAX_CLOCK_SKEW_SECS: i64 = 300;
 
 /// A SigV4 secret access key, wiped on drop and never printed.
+///
+/// It remembers the last signing key it derived, because a credential signs for one date and
+/// region at a time and the derivation takes four HMAC computations.
 #[derive(Clone)]
-pub struct Sigv4Secret(Zeroizing<String>);
+pub struct Sigv4Secret {
+    secret: Zeroizing<String>,
+    signing_key: Arc<Mutex<Option<SigningKey>>>,
+}
+
+/// A derived SigV4 signing key and the scope it belongs to.
+struct SigningKey {
+    date: String,
+    region: String,
+    key: Zeroizing<Vec<u8>>,
+}
 
 impl Sigv4Secret {
     /// Wraps a secret access key.
     pub fn new(secret: String) -> Self {
-        Self(Zeroizing::new(secret))
+        Self {
+            secret: Zeroizing::new(secret),
+            signing_key: Arc::default(),
+        }
     }
 
     /// Exposes the secret. Call sites are the signer, the verifier and the one-time display
     /// of a new credential.
     pub fn expose(&self) -> &str {
-        &self.0
+        &self.secret
+    }
+
+    /// The signing key for a scope date and region: the HMAC chain from `"AWS4" + secret`
+    /// through date, region, service and `aws4_request`.
+    fn signing_key(&self, date: &str, region: &str) -> Zeroizing<Vec<u8>> {
+        let mut cached = self
+            .signing_key
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        if let Some(found) = cached.as_ref()
+            && found.date == date
+            && found.region == region
+        {
+            return found.key.clone();
+        }
+        let mut seed = Zeroizing::new(String::with_capacity(4 + self.secret.len()));
+        seed.push_str("AWS4");
+        seed.push_str(&self.secret);
+        let mut key = Zeroizing::new(hmac_sign(seed.as_bytes(), date.as_bytes()));
+        for part in [region, SERVICE, "aws4_request"] {
+            key = Zeroizing::new(hmac_sign(&key, part.as_bytes()));
+        }
+        *cached = Some(SigningKey {
+            date: date.to_owned(),
+            region: region.to_owned(),
+            key: key.clone(),
+        });
+        key
     }
 }
 
@@ -335,13 +380,7 @@ pub fn signature_hex(
     let canonical_hash = hex::encode(crate::crypto::sha256(canonical_request.as_bytes()));
     let string_to_sign = format!("{ALGORITHM}\n{amz_date}\n{scope}\n{canonical_hash}");
 
-    let mut seed = Zeroizing::new(String::with_capacity(4 + secret.expose().len()));
-    seed.push_str("AWS4");
-    seed.push_str(secret.expose());
-    let mut key = hmac_sign(seed.as_bytes(), date.as_bytes());
-    for part in [region, SERVICE, "aws4_request"] {
-        key = hmac_sign(&key, part.as_bytes());
-    }
+    let key = secret.signing_key(date, region);
     hex::encode(hmac_sign(&key, string_to_sign.as_bytes()))
 }
 
@@ -786,6 +825,24 @@ mod tests {
         for case in cases {
             assert!(parse_authorization(case).is_err(), "accepted: {case}");
         }
+    }
+
+    #[test]
+    fn cached_signing_key_follows_scope() {
+        let secret = Sigv4Secret::new(VECTOR_SECRET.to_owned());
+        let first = signature_hex(&secret, "20240515", "us-east-1", "20240515T000000Z", "x");
+        let other_region = signature_hex(&secret, "20240515", "eu-west-1", "20240515T000000Z", "x");
+        let other_date = signature_hex(&secret, "20240516", "us-east-1", "20240516T000000Z", "x");
+        let again = signature_hex(&secret, "20240515", "us-east-1", "20240515T000000Z", "x");
+        assert_ne!(first, other_region, "region is part of the signing key");
+        assert_ne!(first, other_date, "date is part of the signing key");
+        assert_eq!(first, again, "the cached key gives the same signature");
+        let fresh = Sigv4Secret::new(VECTOR_SECRET.to_owned());
+        assert_eq!(
+            signature_hex(&fresh, "20240516", "us-east-1", "20240516T000000Z", "x"),
+            other_date,
+            "a cached key equals a freshly derived one"
+        );
     }
 
     #[test]
