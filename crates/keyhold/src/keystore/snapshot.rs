@@ -4,7 +4,7 @@
 //! A snapshot is immutable. The server builds a new one when the store's revision changes and
 //! swaps it in atomically, so a request sees one consistent view and never touches the database.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 use std::sync::{Arc, Mutex, OnceLock, PoisonError};
 
 use crate::auth::Sigv4Secret;
@@ -63,7 +63,9 @@ pub struct KeyView {
     pub policy: Option<Policy>,
     /// The KMS key ARN learned on first use, before the store records it.
     learned: OnceLock<String>,
-    versions: BTreeMap<u32, VersionMaterial>,
+    /// Versions sorted by number. A vector, because a key has few versions and a map node
+    /// would reserve room for many inline AES keys per key.
+    versions: Vec<(u32, VersionMaterial)>,
 }
 
 /// The usable form of a version's material.
@@ -151,7 +153,7 @@ impl Snapshot {
         }
 
         for (info, versions) in dataset.keys {
-            let mut unwrapped = BTreeMap::new();
+            let mut unwrapped = Vec::with_capacity(versions.len());
             for version in versions {
                 let context = WrapContext::KeyVersion {
                     domain_id: &info.domain_id,
@@ -196,7 +198,7 @@ impl Snapshot {
                         StoredMaterial::Destroyed => VersionMaterial::Destroyed,
                     },
                 };
-                unwrapped.insert(version.version, material);
+                unwrapped.push((version.version, material));
             }
             let key_policy = parse_policy(
                 info.policy.as_deref(),
@@ -356,7 +358,12 @@ impl DomainView {
 impl KeyView {
     /// The material of a version.
     pub fn version(&self, version: u32) -> VersionLookup<'_> {
-        match self.versions.get(&version) {
+        let found = self
+            .versions
+            .binary_search_by_key(&version, |(number, _)| *number)
+            .ok()
+            .map(|index| &self.versions[index].1);
+        match found {
             Some(VersionMaterial::Software(Some(key))) => VersionLookup::Ready(key),
             Some(VersionMaterial::Hsm(label)) => VersionLookup::Hsm(label),
             Some(VersionMaterial::Software(None)) => VersionLookup::Unavailable,
