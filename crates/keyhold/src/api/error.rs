@@ -34,7 +34,7 @@ pub enum ErrorName {
     Throttling,
     /// The operation or the input size is not supported.
     UnsupportedOperation,
-    /// A dependency such as the HSM or the database did not answer in time.
+    /// A dependency such as the HSM or the database did not respond in time.
     DependencyTimeout,
     /// Any other failure inside Keyhold.
     Internal,

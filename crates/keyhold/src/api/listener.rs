@@ -22,13 +22,13 @@ use crate::audit::AuditRecord;
 use crate::keystore::KeyStore;
 use crate::keystore::snapshot::Snapshot;
 
-/// Longest time a client may take to finish the TLS handshake.
+/// Maximum time a client may take to finish the TLS handshake.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// Longest time a client may take to send request headers.
+/// Maximum time a client may take to send request headers.
 const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(30);
 
-/// Longest time in-flight requests get to finish at shutdown.
+/// Maximum time in-flight requests get to finish at shutdown.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
 
 /// How often the store's revision is polled. Changes reach the data path within this interval

@@ -62,9 +62,9 @@ pub struct XksState {
     pub health: health::HealthCache,
     /// Where every request is recorded.
     pub audit: AuditLog,
-    /// Longest time a request may wait for the HSM.
+    /// Maximum time a request may wait for the HSM.
     pub time_budget: Duration,
-    /// Longest time a client may take to send a request body after its headers.
+    /// Maximum time a client may take to send a request body after its headers.
     pub body_read_timeout: Duration,
     /// Counters and histograms for `/metrics`.
     pub metrics: Metrics,
@@ -72,7 +72,7 @@ pub struct XksState {
     pub checked_at_millis: AtomicU64,
     /// Requests in progress; at the limit, new ones get `ThrottlingException`.
     pub in_flight: Arc<tokio::sync::Semaphore>,
-    /// Most requests in progress at once.
+    /// Maximum number of requests in progress at once.
     pub max_in_flight: usize,
     /// Quota of domains that set none; `None` means no quota.
     pub default_quota_rps: Option<u32>,

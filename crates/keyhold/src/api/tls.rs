@@ -17,7 +17,7 @@ use rustls::{
 /// Failure to set up TLS.
 #[derive(Debug, thiserror::Error)]
 pub enum TlsError {
-    /// A PEM file could not be read or holds nothing usable.
+    /// A PEM file could not be read or contains nothing usable.
     #[error("cannot load {what} from {path}: {message}")]
     Load {
         /// What the file should contain.

@@ -75,7 +75,7 @@ pub struct AuditRecord {
     /// For a denial, the policy rule or binding that denied.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub denied_by: Option<String>,
-    /// Time from receiving the request to answering it, in microseconds.
+    /// Time from receiving the request to sending the response, in microseconds.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub latency_us: Option<u64>,
 }

@@ -20,7 +20,7 @@ use super::{AuditHealth, AuditLog, AuditRecord, FailureMode};
 /// Name of the file being written; rotated files get a name with their first sequence number.
 pub const CURRENT_FILE: &str = "audit.log";
 
-/// Longest time between syncs of the file to disk.
+/// Maximum time between syncs of the file to disk.
 const SYNC_INTERVAL: Duration = Duration::from_secs(1);
 
 /// Time between groups of records. Records reach the file within this time, and a queue of
@@ -39,7 +39,7 @@ pub struct WriterConfig {
     pub max_file_bytes: u64,
     /// Whether the current file is also rotated when the UTC day changes.
     pub rotate_daily: bool,
-    /// Records the queue holds before requests see it as full.
+    /// Number of records the queue accepts before requests see it as full.
     pub queue_capacity: usize,
     /// What requests do when records cannot be written.
     pub mode: FailureMode,

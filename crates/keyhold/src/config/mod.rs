@@ -129,14 +129,14 @@ pub struct ServerSection {
     pub allowed_regions: Vec<String>,
     /// Seconds between runs of scheduled rotations and deletions; default 60.
     pub scheduler_interval_secs: Option<u64>,
-    /// Longest time in milliseconds a request may wait for the HSM; default 200, below the
+    /// Maximum time in milliseconds a request may wait for the HSM; default 200, below the
     /// 250 ms after which AWS KMS gives up.
     pub time_budget_ms: Option<u64>,
-    /// Most connections served at once; default 4096.
+    /// Maximum number of connections served at once; default 4096.
     pub max_connections: Option<usize>,
     /// Seconds a client may take to send a request body after its headers; default 10.
     pub body_read_timeout_secs: Option<u64>,
-    /// Most XKS requests in progress at once; default 1024.
+    /// Maximum number of XKS requests in progress at once; default 1024.
     pub max_in_flight: Option<usize>,
     /// Quota in requests per second of domains that set none; absent means no quota.
     pub default_quota_rps: Option<u32>,
@@ -185,9 +185,9 @@ pub struct Pkcs11Section {
     pub module: PathBuf,
     /// Label of the token.
     pub token_label: String,
-    /// Environment variable that holds the user PIN.
+    /// Environment variable that contains the user PIN.
     pub pin_env: Option<String>,
-    /// File that holds the user PIN, readable by its owner only.
+    /// File that contains the user PIN, readable by its owner only.
     pub pin_file: Option<PathBuf>,
     /// Label of the root key.
     #[serde(default = "default_root_key_label")]
@@ -195,7 +195,7 @@ pub struct Pkcs11Section {
     /// Sessions in the pool.
     #[serde(default = "default_sessions")]
     pub sessions: usize,
-    /// Longest wait for a free session, in milliseconds.
+    /// Maximum wait for a free session, in milliseconds.
     #[serde(default = "default_session_wait_ms")]
     pub session_wait_ms: u64,
 }
@@ -284,13 +284,13 @@ pub struct Settings {
     pub allowed_regions: Vec<String>,
     /// Time between runs of scheduled rotations and deletions.
     pub scheduler_interval: std::time::Duration,
-    /// Longest time a request may wait for the HSM.
+    /// Maximum time a request may wait for the HSM.
     pub time_budget: std::time::Duration,
-    /// Most connections served at once.
+    /// Maximum number of connections served at once.
     pub max_connections: usize,
-    /// Longest time a client may take to send a request body after its headers.
+    /// Maximum time a client may take to send a request body after its headers.
     pub body_read_timeout: std::time::Duration,
-    /// Most XKS requests in progress at once.
+    /// Maximum number of XKS requests in progress at once.
     pub max_in_flight: usize,
     /// Quota of domains that set none.
     pub default_quota_rps: Option<u32>,

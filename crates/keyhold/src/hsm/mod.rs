@@ -21,7 +21,7 @@ use module::Module;
 
 use crate::crypto::{IV_LEN, TAG_LEN};
 
-/// Least time between two attempts to reinitialize a failed module.
+/// Minimum time between two attempts to reinitialize a failed module.
 const REINIT_INTERVAL: Duration = Duration::from_secs(1);
 
 /// How to reach the token.
@@ -37,7 +37,7 @@ pub struct HsmConfig {
     pub root_key_label: String,
     /// Number of sessions in the pool.
     pub sessions: usize,
-    /// Longest wait for a free session.
+    /// Maximum wait for a free session.
     pub session_wait: Duration,
 }
 

@@ -63,7 +63,7 @@ pub struct NewKey {
     pub bound_kms_key_arn: Option<String>,
     /// Bind the key to the first `kmsKeyArn` that uses it.
     pub learn_binding: bool,
-    /// Where the material lives.
+    /// Location of the material.
     pub protection: Protection,
     /// Automatic rotation period in seconds.
     pub rotation_period_secs: Option<i64>,

@@ -38,7 +38,7 @@ pub enum KeyStatus {
 }
 
 impl KeyStatus {
-    /// The stored and displayed name, such as `PENDING_DELETION`.
+    /// Returns the stored and displayed name, such as `PENDING_DELETION`.
     pub fn as_str(self) -> &'static str {
         match self {
             Self::Enabled => "ENABLED",
@@ -74,7 +74,7 @@ pub enum VersionState {
 }
 
 impl VersionState {
-    /// The stored and displayed name.
+    /// Returns the stored and displayed name.
     pub fn as_str(self) -> &'static str {
         match self {
             Self::Enabled => "ENABLED",
@@ -91,7 +91,7 @@ impl VersionState {
     }
 }
 
-/// How a key's material is protected.
+/// Protection of a key\'s material.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Protection {
@@ -174,17 +174,17 @@ impl KeyUsage {
         Ok(usage)
     }
 
-    /// Whether encrypt is allowed.
+    /// Returns whether encrypt is allowed.
     pub fn encrypt(self) -> bool {
         self.encrypt
     }
 
-    /// Whether decrypt is allowed.
+    /// Returns whether decrypt is allowed.
     pub fn decrypt(self) -> bool {
         self.decrypt
     }
 
-    /// The usage as XKS `keyUsage` strings.
+    /// Returns the usage as XKS `keyUsage` strings.
     pub fn names(self) -> Vec<&'static str> {
         let mut names = Vec::with_capacity(2);
         if self.encrypt {
@@ -233,7 +233,7 @@ pub struct Domain {
 }
 
 impl Domain {
-    /// The `XksProxyUriPath` AWS KMS is configured with.
+    /// Returns the `XksProxyUriPath` that AWS KMS is configured with.
     pub fn xks_uri_path(&self) -> String {
         format!("{}{XKS_PATH_SUFFIX}", self.uri_prefix)
     }
@@ -267,7 +267,7 @@ pub struct KeyInfo {
     pub usage: KeyUsage,
     /// Enabled or disabled.
     pub status: KeyStatus,
-    /// Where the material lives.
+    /// Location of the material.
     pub protection: Protection,
     /// Version used for new encryptions.
     pub primary_version: u32,
@@ -292,7 +292,7 @@ pub struct StoredVersion {
     pub version: u32,
     /// Enabled, disabled or destroyed.
     pub state: VersionState,
-    /// Where the material is.
+    /// Location of the material.
     pub material: StoredMaterial,
     /// Creation time, Unix seconds.
     pub created_at: i64,
@@ -369,7 +369,7 @@ pub fn validate_key_id(id: &str) -> Result<(), String> {
     }
 }
 
-/// Whether `id` is a well-formed external key id. `.` and `..` are excluded although the XKS
+/// Returns whether `id` is a well-formed external key id. `.` and `..` are excluded although the XKS
 /// pattern allows them, because HTTP clients remove such path segments before sending.
 pub fn is_valid_key_id(id: &str) -> bool {
     (1..=128).contains(&id.len())

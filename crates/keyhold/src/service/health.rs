@@ -47,7 +47,7 @@ pub struct NodeInfo {
     pub model: String,
 }
 
-/// The answer to GetHealthStatus.
+/// Response data of GetHealthStatus.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct HealthReport {
     /// Number of proxy instances.
@@ -58,7 +58,7 @@ pub struct HealthReport {
     pub nodes: Vec<(String, String, HealthStatus)>,
 }
 
-/// Longest time a deep-check result is reused. The XKS API allows up to one minute; one second
+/// Maximum time a deep-check result is reused. The XKS API allows up to one minute; one second
 /// keeps HSM traffic from health polls negligible while failures still show at once.
 pub const CHECK_MAX_AGE: Duration = Duration::from_secs(1);
 
