@@ -114,6 +114,25 @@ impl Policy {
                 &rule.source_vpces,
                 &rule.via_services,
             ];
+            if let Some(account) =
+                rule.accounts.iter().flatten().find(|account| {
+                    account.len() != 12 || !account.bytes().all(|b| b.is_ascii_digit())
+                })
+            {
+                return Err(format!(
+                    "invalid policy: rule {:?} names account {account:?}; AWS account ids are 12 digits",
+                    rule.name
+                ));
+            }
+            if let Some(operation) = rule.operations.iter().flatten().find(|operation| {
+                !operation.starts_with(|c: char| c.is_ascii_uppercase())
+                    || !operation.bytes().all(|b| b.is_ascii_alphabetic())
+            }) {
+                return Err(format!(
+                    "invalid policy: rule {:?} names operation {operation:?}; KMS operations are written like Encrypt, Decrypt or GenerateDataKey",
+                    rule.name
+                ));
+            }
             if lists
                 .iter()
                 .any(|list| list.as_ref().is_some_and(Vec::is_empty))
@@ -288,6 +307,8 @@ mod tests {
             r#"{"rules":[{"name":"a","effect":"maybe"}]}"#,
             r#"{"rules":[{"name":"a","effect":"deny","accounts":[]}]}"#,
             r#"{"rules":[{"name":"a","effect":"deny","acounts":["1"]}]}"#,
+            r#"{"rules":[{"name":"a","effect":"deny","accounts":["not-an-account"]}]}"#,
+            r#"{"rules":[{"name":"a","effect":"deny","operations":["decrypt"]}]}"#,
         ] {
             assert!(Policy::parse(text).is_err(), "accepted: {text}");
         }

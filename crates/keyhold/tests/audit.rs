@@ -375,10 +375,7 @@ fn cli_verify_checks_chain_and_recorded_head() {
 
     let ok = data.run_ok(&["audit", "verify"]);
     assert!(ok.starts_with("OK: "), "{ok}");
-    assert!(
-        ok.contains("reaches the head recorded in the store"),
-        "{ok}"
-    );
+    assert!(ok.contains("reaches the head the store recorded"), "{ok}");
 
     let text = std::fs::read_to_string(audit_file(&data)).expect("read audit file");
     let lines: Vec<&str> = text.lines().collect();
@@ -391,6 +388,22 @@ fn cli_verify_checks_chain_and_recorded_head() {
     let broken = data.run(&["audit", "verify", &copy_arg, "--no-head"]);
     assert!(!broken.status.success(), "an edited copy must fail");
     assert!(broken.stderr.contains("edited.log:4"), "{}", broken.stderr);
+
+    // Removing the first records of the node's own log is a deletion too.
+    let own_log = audit_file(&data);
+    let original = std::fs::read_to_string(&own_log).expect("read audit file");
+    std::fs::write(&own_log, lines[2..].join("\n") + "\n").expect("cut the first records");
+    let cut_head = data.run(&["audit", "verify"]);
+    assert!(
+        !cut_head.status.success(),
+        "deleted first records must fail"
+    );
+    assert!(
+        cut_head.stderr.contains("records 1 to 2 were deleted"),
+        "{}",
+        cut_head.stderr
+    );
+    std::fs::write(&own_log, original).expect("restore the audit file");
 
     let truncated = data.scratch().join("truncated.log");
     std::fs::write(&truncated, lines[..lines.len() - 2].join("\n") + "\n").expect("write");

@@ -83,11 +83,9 @@ pub(crate) async fn node_health(state: Arc<XksState>, method: &Method) -> Respon
     let status = health::node_status(&check, storage_current, false);
     let body = serde_json::json!({
         "status": status.as_str(),
-        "node": state.node.id,
         "keyService": if check.software.is_ok() { "ok" } else { "failed" },
         "hsm": check.hsm.as_ref().map(|hsm| if hsm.is_ok() { "ok" } else { "failed" }),
         "storage": if storage_current { "current" } else { "unreadable; serving the last snapshot" },
-        "revision": snapshot.revision,
     });
     let code = if status == health::HealthStatus::Unavailable {
         StatusCode::SERVICE_UNAVAILABLE

@@ -157,9 +157,13 @@ fn check_link(
 ) -> Result<(), String> {
     let expected = previous.seq + 1;
     if fields.seq > expected {
+        let missing = if fields.seq - 1 == expected {
+            format!("record {expected} is")
+        } else {
+            format!("records {expected} to {} are", fields.seq - 1)
+        };
         return Err(format!(
-            "records {expected} to {} are missing before this line (deleted or moved lines)",
-            fields.seq - 1
+            "{missing} missing before this line (deleted or moved lines)"
         ));
     }
     if fields.seq < expected {

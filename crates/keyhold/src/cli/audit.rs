@@ -42,6 +42,7 @@ pub(super) fn run(dir: &Path, command: AuditCommand) -> anyhow::Result<()> {
     } else {
         None
     };
+    let own_folder = files.is_empty();
     let files = match (&settings, files.is_empty()) {
         (Some(settings), true) => audit_files(&settings.audit.dir).with_context(|| {
             format!(
@@ -72,12 +73,25 @@ pub(super) fn run(dir: &Path, command: AuditCommand) -> anyhow::Result<()> {
     };
     match chain::verify(&files, head.as_ref()) {
         Ok(verified) => {
+            // The node's own folder holds the whole chain, so it must start at the first record.
+            if let Some(first) = verified.first_seq.filter(|first| *first > 1) {
+                if own_folder {
+                    bail!(
+                        "audit chain broken at {}:1: the first record is seq {first}, so records 1 to {} were deleted or their files removed",
+                        files[0].display(),
+                        first - 1
+                    );
+                }
+                output::note(&format!(
+                    "note: the first record is seq {first}; records before it are not in these files and were not checked"
+                ));
+            }
             let range = match (verified.first_seq, &verified.head) {
                 (Some(first), Some(last)) => format!("seq {first} to {}", last.seq),
                 _ => "no records".to_owned(),
             };
             let anchored = if head.is_some() {
-                "; it reaches the head recorded in the store"
+                "; it reaches the head the store recorded at the server's last sync, which is at most about a second behind"
             } else {
                 ""
             };

@@ -137,8 +137,9 @@ pub(super) fn record(dir: &Path, action: &str, target: &str, result: &anyhow::Re
 
 /// The operating-system user running the CLI.
 fn principal() -> String {
-    let user = std::env::var("USER")
-        .or_else(|_| std::env::var("LOGNAME"))
-        .unwrap_or_else(|_| "unknown".to_owned());
-    format!("cli:{user}")
+    let uid = rustix::process::getuid().as_raw();
+    match std::env::var("USER").or_else(|_| std::env::var("LOGNAME")) {
+        Ok(user) if !user.is_empty() => format!("cli:{user} (uid {uid})"),
+        _ => format!("cli:uid {uid}"),
+    }
 }

@@ -366,6 +366,7 @@ impl Settings {
     }
 
     fn from_file(data_dir: &Path, file: ConfigFile) -> Result<Self, String> {
+        check_log_level(&file.log.level)?;
         let resolve = |relative: &Path| data_dir.join(relative);
         let listen = match file.server.listen {
             Some(listen) => listen,
@@ -409,6 +410,11 @@ impl Settings {
             allowed_regions: file.server.allowed_regions,
             time_budget: std::time::Duration::from_millis(match file.server.time_budget_ms {
                 Some(0) => return Err("server.time_budget_ms must be at least 1".to_owned()),
+                Some(ms) if ms > 250 => {
+                    return Err(format!(
+                        "server.time_budget_ms = {ms} is above the 250 ms after which AWS KMS gives up; use at most 250"
+                    ));
+                }
                 Some(ms) => ms,
                 None => DEFAULT_TIME_BUDGET_MS,
             }),
@@ -444,6 +450,10 @@ impl Settings {
                 None => DEFAULT_MAX_CONNECTIONS,
             },
             audit: AuditSection {
+                max_file_mib: match file.audit.max_file_mib {
+                    0 => return Err("audit.max_file_mib must be at least 1".to_owned()),
+                    mib => mib,
+                },
                 dir: resolve(&file.audit.dir),
                 ..file.audit
             },
@@ -463,6 +473,23 @@ impl Settings {
             database_path: resolve(&database),
             log: file.log,
         })
+    }
+}
+
+/// Checks a log filter: a level name alone, or `tracing` directives with `=`. A bare word that
+/// is not a level would be taken as a target name and silence every log line.
+fn check_log_level(level: &str) -> Result<(), String> {
+    const LEVELS: [&str; 6] = ["trace", "debug", "info", "warn", "error", "off"];
+    let valid = level.split(',').all(|directive| {
+        let directive = directive.trim();
+        directive.contains('=') || LEVELS.contains(&directive.to_ascii_lowercase().as_str())
+    });
+    if valid {
+        Ok(())
+    } else {
+        Err(format!(
+            "invalid log.level {level:?}: use trace, debug, info, warn, error or off, or directives such as \"keyhold=debug\""
+        ))
     }
 }
 
@@ -653,6 +680,24 @@ mod tests {
         };
         assert_eq!(pkcs11.token_label, "tok \"1\"");
         assert_eq!(pkcs11.pin_env.as_deref(), Some("PIN"));
+    }
+
+    #[test]
+    fn wrong_values_are_rejected() {
+        let settings_for = |from: &str, to: &str| {
+            assert!(TEMPLATE.contains(from), "template lacks {from:?}");
+            let file: ConfigFile = toml::from_str(&TEMPLATE.replace(from, to)).expect("parses");
+            Settings::from_file(Path::new("/data"), file)
+        };
+        for (from, to, expected) in [
+            ("level = \"info\"", "level = \"loud\"", "invalid log.level"),
+            ("time_budget_ms = 200", "time_budget_ms = 300", "250 ms"),
+            ("max_file_mib = 100", "max_file_mib = 0", "max_file_mib"),
+        ] {
+            let error = settings_for(from, to).expect_err(to);
+            assert!(error.contains(expected), "{to}: {error}");
+        }
+        assert!(settings_for("level = \"info\"", "level = \"keyhold=debug,warn\"").is_ok());
     }
 
     #[test]

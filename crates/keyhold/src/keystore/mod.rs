@@ -202,11 +202,11 @@ impl KeyStore {
         };
         model::validate_key_id(&key_id).map_err(Error::Invalid)?;
         if let Some(arn) = &new.bound_kms_key_arn
-            && (arn.is_empty() || arn.len() > 2048)
+            && (arn.len() > 2048 || !arn.starts_with("arn:") || !arn.contains(":kms:"))
         {
-            return Err(Error::Invalid(
-                "KMS key ARN to bind must be 1 to 2048 characters long".to_owned(),
-            ));
+            return Err(Error::Invalid(format!(
+                "invalid KMS key ARN {arn:?} to bind: expected arn:aws:kms:REGION:ACCOUNT:key/ID, at most 2048 characters"
+            )));
         }
         let now = unix_now();
         let key = KeyInfo {
