@@ -135,7 +135,7 @@ fn disabled_and_destroyed_versions_stop_decrypting() {
         "disabling the primary version must fail"
     );
     assert!(
-        primary.stderr.contains("rotate the key first"),
+        primary.stderr.contains("rotate the key before changing it"),
         "{}",
         primary.stderr
     );

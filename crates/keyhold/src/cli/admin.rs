@@ -149,6 +149,7 @@ pub(super) fn credential(dir: &Path, command: CredentialCommand) -> anyhow::Resu
                     .map(|credential| json!({
                         "accessKeyId": credential.access_key_id,
                         "createdAt": format_time(credential.created_at),
+                        "status": if credential.revoked_at.is_some() { "REVOKED" } else { "ACTIVE" },
                         "revokedAt": credential.revoked_at.map(format_time),
                     }))
                     .collect::<Vec<_>>()

@@ -124,10 +124,12 @@ pub enum BackupError {
 }
 
 fn conflict_list(conflicts: &[Conflict]) -> String {
-    let mut text = format!(
-        "{} objects of the backup conflict with this installation, so nothing was restored:",
-        conflicts.len()
-    );
+    let count = match conflicts.len() {
+        1 => "1 object".to_owned(),
+        count => format!("{count} objects"),
+    };
+    let mut text =
+        format!("{count} of the backup conflict with this installation, so nothing was restored:");
     for conflict in conflicts {
         text.push_str(&format!("\n  {conflict}"));
     }

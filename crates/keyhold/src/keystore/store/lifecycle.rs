@@ -413,7 +413,7 @@ fn check_changeable_version(
     })?;
     if version == primary {
         return Err(StoreError::Rejected(format!(
-            "version {version} is the primary version of key {key_id:?}; rotate the key first"
+            "version {version} is the primary version of key {key_id:?}, which is always enabled; rotate the key before changing it"
         )));
     }
     if state == VersionState::Destroyed.as_str() {
