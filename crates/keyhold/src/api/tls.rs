@@ -118,7 +118,7 @@ fn client_verifier(
     }
     if roots.is_empty() {
         return Err(TlsError::ClientCa(format!(
-            "{} holds no certificate",
+            "{} contains no certificate",
             ca.display()
         )));
     }

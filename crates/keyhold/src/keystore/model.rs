@@ -430,7 +430,8 @@ mod tests {
             Ok(KeyUsage::ENCRYPT_DECRYPT)
         );
         let encrypt_only = KeyUsage::parse("ENCRYPT").expect("valid");
-        assert!(encrypt_only.encrypt() && !encrypt_only.decrypt());
+        assert!(encrypt_only.encrypt(), "encrypt allowed");
+        assert!(!encrypt_only.decrypt(), "decrypt not allowed");
         assert_eq!(encrypt_only.names(), vec!["ENCRYPT"]);
         assert!(KeyUsage::parse("").is_err());
         assert!(KeyUsage::parse("encrypt,sign").is_err());
