@@ -11,8 +11,8 @@ use std::fmt;
 use rusqlite::{Connection, OptionalExtension as _, params};
 
 use super::{
-    KEY_COLUMNS, Store, StoreError, credential_from_row, domain_from_row, domain_status_text,
-    insert_version, key_from_row, version_from_row,
+    KEY_COLUMNS, Store, StoreError, credential_from_row, domain_from_row, insert_domain,
+    insert_key, insert_version, key_from_row, version_from_row,
 };
 use crate::keystore::model::{
     CredentialInfo, Domain, KeyInfo, KeyStatus, MAX_ACTIVE_CREDENTIALS, StoredVersion,
@@ -251,7 +251,7 @@ impl Store {
             }
             for key in &set.keys {
                 super::domain_exists(tx, &key.info.domain_id)?;
-                insert_key(tx, key)?;
+                insert_key(tx, &key.info, key.status_before_deletion)?;
                 for version in &key.versions {
                     insert_version(tx, &key.info.domain_id, &key.info.key_id, version)?;
                 }
@@ -434,23 +434,6 @@ fn domain_taken(conn: &Connection, domain_id: &str) -> Result<bool, StoreError> 
     )?)
 }
 
-fn insert_domain(tx: &Connection, domain: &Domain) -> Result<(), StoreError> {
-    tx.execute(
-        "INSERT INTO domains (id, display_name, uri_prefix, status, quota_rps, policy, created_at)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
-        params![
-            domain.id,
-            domain.display_name,
-            domain.uri_prefix,
-            domain_status_text(domain.status),
-            domain.quota_rps,
-            domain.policy,
-            domain.created_at
-        ],
-    )?;
-    Ok(())
-}
-
 fn insert_credential(tx: &Connection, credential: &CredentialRecord) -> Result<(), StoreError> {
     tx.execute(
         "INSERT INTO credentials (access_key_id, domain_id, wrapped_secret, created_at,
@@ -462,35 +445,6 @@ fn insert_credential(tx: &Connection, credential: &CredentialRecord) -> Result<(
             credential.wrapped_secret,
             credential.info.created_at,
             credential.info.revoked_at
-        ],
-    )?;
-    Ok(())
-}
-
-fn insert_key(tx: &Connection, key: &KeyRecord) -> Result<(), StoreError> {
-    let info = &key.info;
-    tx.execute(
-        "INSERT INTO keys (domain_id, key_id, name, description, usage_encrypt, usage_decrypt,
-             status, status_before_deletion, protection, primary_version, bound_kms_key_arn,
-             rotation_period_secs, deletion_at, policy, created_at, learn_binding)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16)",
-        params![
-            info.domain_id,
-            info.key_id,
-            info.name,
-            info.description,
-            info.usage.encrypt(),
-            info.usage.decrypt(),
-            info.status.as_str(),
-            key.status_before_deletion.map(KeyStatus::as_str),
-            info.protection.as_str(),
-            info.primary_version,
-            info.bound_kms_key_arn,
-            info.rotation_period_secs,
-            info.deletion_at,
-            info.policy,
-            info.created_at,
-            info.learn_binding
         ],
     )?;
     Ok(())

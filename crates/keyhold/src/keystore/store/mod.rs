@@ -199,20 +199,7 @@ impl Store {
                     domain.uri_prefix
                 )));
             }
-            tx.execute(
-                "INSERT INTO domains (id, display_name, uri_prefix, status, quota_rps, policy,
-                     created_at)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
-                params![
-                    domain.id,
-                    domain.display_name,
-                    domain.uri_prefix,
-                    domain_status_text(domain.status),
-                    domain.quota_rps,
-                    domain.policy,
-                    domain.created_at
-                ],
-            )?;
+            insert_domain(tx, domain)?;
             Ok(())
         })
     }
@@ -344,29 +331,7 @@ impl Store {
                     key.key_id, key.domain_id
                 )));
             }
-            tx.execute(
-                "INSERT INTO keys (domain_id, key_id, name, description, usage_encrypt,
-                     usage_decrypt, status, protection, primary_version, bound_kms_key_arn,
-                     rotation_period_secs, deletion_at, policy, created_at, learn_binding)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15)",
-                params![
-                    key.domain_id,
-                    key.key_id,
-                    key.name,
-                    key.description,
-                    key.usage.encrypt(),
-                    key.usage.decrypt(),
-                    key.status.as_str(),
-                    key.protection.as_str(),
-                    key.primary_version,
-                    key.bound_kms_key_arn,
-                    key.rotation_period_secs,
-                    key.deletion_at,
-                    key.policy,
-                    key.created_at,
-                    key.learn_binding
-                ],
-            )?;
+            insert_key(tx, key, None)?;
             insert_version(tx, &key.domain_id, &key.key_id, first)?;
             Ok(())
         })
@@ -685,6 +650,57 @@ fn domain_status_text(status: DomainStatus) -> &'static str {
         DomainStatus::Enabled => "ENABLED",
         DomainStatus::Disabled => "DISABLED",
     }
+}
+
+/// Inserts a domain row.
+fn insert_domain(tx: &Connection, domain: &Domain) -> Result<(), StoreError> {
+    tx.execute(
+        "INSERT INTO domains (id, display_name, uri_prefix, status, quota_rps, policy, created_at)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+        params![
+            domain.id,
+            domain.display_name,
+            domain.uri_prefix,
+            domain_status_text(domain.status),
+            domain.quota_rps,
+            domain.policy,
+            domain.created_at
+        ],
+    )?;
+    Ok(())
+}
+
+/// Inserts a key row; `status_before_deletion` is set only for a key pending deletion.
+fn insert_key(
+    tx: &Connection,
+    info: &KeyInfo,
+    status_before_deletion: Option<KeyStatus>,
+) -> Result<(), StoreError> {
+    tx.execute(
+        "INSERT INTO keys (domain_id, key_id, name, description, usage_encrypt, usage_decrypt,
+             status, status_before_deletion, protection, primary_version, bound_kms_key_arn,
+             rotation_period_secs, deletion_at, policy, created_at, learn_binding)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16)",
+        params![
+            info.domain_id,
+            info.key_id,
+            info.name,
+            info.description,
+            info.usage.encrypt(),
+            info.usage.decrypt(),
+            info.status.as_str(),
+            status_before_deletion.map(KeyStatus::as_str),
+            info.protection.as_str(),
+            info.primary_version,
+            info.bound_kms_key_arn,
+            info.rotation_period_secs,
+            info.deletion_at,
+            info.policy,
+            info.created_at,
+            info.learn_binding
+        ],
+    )?;
+    Ok(())
 }
 
 /// Inserts a version row.
