@@ -51,7 +51,7 @@ pub async fn serve(
     serve_with(listener, tls, max_connections, shutdown, handler).await
 }
 
-/// Serves HTTPS with `handler` answering each request, until `shutdown` completes. The XKS and
+/// Serves HTTPS with `handler` responding to each request, until `shutdown` completes. The XKS and
 /// the admin listener share it.
 ///
 /// # Errors

@@ -30,7 +30,7 @@ pub struct Snapshot {
     domains_by_prefix: HashMap<String, Arc<DomainView>>,
     /// Key for the deep health check; `None` when missing or not unwrappable.
     pub health_key: Option<DataKey>,
-    /// The HSM, when the root of trust is one; it holds HSM-resident keys.
+    /// The HSM, when the root of trust is one. It contains the HSM-resident keys.
     pub hsm: Option<Arc<Hsm>>,
     /// Rows that could not be used, for the operator; never contains secrets.
     pub problems: Vec<String>,
@@ -92,7 +92,7 @@ pub enum VersionLookup<'a> {
     Ready(&'a DataKey),
     /// Material inside the HSM, used through its label.
     Hsm(&'a str),
-    /// The version exists but its material did not unwrap; the snapshot's problems say why.
+    /// The version exists but its material did not unwrap; the snapshot's problems name the cause.
     Unavailable,
     /// The version is disabled.
     Disabled,

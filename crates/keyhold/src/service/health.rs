@@ -109,7 +109,7 @@ impl HealthCache {
 }
 
 /// The node's status: `UNAVAILABLE` when software keys fail, `DEGRADED` when the HSM fails or
-/// the store cannot be read, otherwise `ACTIVE`. `hsm_keys` says whether the caller depends on
+/// the store cannot be read, otherwise `ACTIVE`. `hsm_keys` is true when the caller depends on
 /// HSM-resident keys, which makes an HSM failure `UNAVAILABLE` for it.
 pub fn node_status(check: &CheckResult, storage_current: bool, hsm_keys: bool) -> HealthStatus {
     let hsm_failed = matches!(check.hsm, Some(Err(_)));

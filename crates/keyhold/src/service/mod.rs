@@ -66,7 +66,7 @@ pub enum ServiceError {
     /// An input is larger than Keyhold supports.
     #[error("{0}")]
     TooLarge(String),
-    /// A dependency such as the HSM did not answer in time.
+    /// A dependency such as the HSM did not respond in time.
     #[error("{0}")]
     DependencyTimeout(String),
     /// A failure inside Keyhold; the text is for the log, not the client.
