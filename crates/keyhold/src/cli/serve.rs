@@ -195,7 +195,7 @@ fn start_audit(settings: &Settings) -> anyhow::Result<AuditLog> {
     })
 }
 
-/// Refuses a data directory that other users can read or enter, because it holds the
+/// Rejects a data directory that other users can read or enter, because it contains the
 /// database, the TLS key and possibly the root key.
 fn check_private(dir: &Path) -> anyhow::Result<()> {
     let mode = std::fs::metadata(dir)
