@@ -15,26 +15,9 @@ use crate::policy::Policy;
 use super::serve::open_key_store;
 use super::{PolicyCommand, VersionCommand, output};
 
-/// Shortest automatic rotation period, in seconds.
-const MIN_ROTATION_PERIOD_SECS: i64 = 3600;
-
 /// Parses a period such as `90d` or `12h` into seconds.
 pub(super) fn parse_period(text: &str) -> anyhow::Result<i64> {
-    let invalid = || {
-        anyhow::anyhow!(
-            "invalid period {text:?}: write a whole number of days or hours, such as 90d or 12h"
-        )
-    };
-    let (number, unit_secs) = match text.strip_suffix('d') {
-        Some(days) => (days, 86_400),
-        None => (text.strip_suffix('h').ok_or_else(invalid)?, 3600),
-    };
-    let number: i64 = number.parse().map_err(|_| invalid())?;
-    let secs = number.checked_mul(unit_secs).ok_or_else(invalid)?;
-    if secs < MIN_ROTATION_PERIOD_SECS {
-        bail!("rotation period {text:?} is shorter than the minimum of 1h");
-    }
-    Ok(secs)
+    crate::keystore::lifecycle::parse_period(text).map_err(anyhow::Error::msg)
 }
 
 pub(super) fn rotate(key_store: &mut KeyStore, domain: &str, key_id: &str) -> anyhow::Result<()> {
@@ -265,18 +248,4 @@ fn read_policy_file(path: &Path) -> anyhow::Result<String> {
     }
     std::fs::read_to_string(path)
         .with_context(|| format!("cannot read policy file {}", path.display()))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn periods_parse_in_days_and_hours() {
-        assert_eq!(parse_period("90d").expect("valid"), 90 * 86_400);
-        assert_eq!(parse_period("12h").expect("valid"), 12 * 3600);
-        for bad in ["", "90", "d", "1.5d", "-1d", "0h", "30m"] {
-            assert!(parse_period(bad).is_err(), "accepted {bad:?}");
-        }
-    }
 }

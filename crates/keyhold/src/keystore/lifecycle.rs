@@ -169,3 +169,45 @@ impl KeyStore {
         Ok(())
     }
 }
+
+/// Shortest automatic rotation period, in seconds.
+const MIN_ROTATION_PERIOD_SECS: i64 = 3600;
+
+/// Parses a rotation period such as `90d` or `12h` into seconds.
+///
+/// # Errors
+///
+/// Returns a message for a malformed period or one shorter than an hour.
+pub fn parse_period(text: &str) -> Result<i64, String> {
+    let invalid = || {
+        format!(
+            "invalid period {text:?}: write a whole number of days or hours, such as 90d or 12h"
+        )
+    };
+    let (number, unit_secs) = match text.strip_suffix('d') {
+        Some(days) => (days, 86_400),
+        None => (text.strip_suffix('h').ok_or_else(invalid)?, 3600),
+    };
+    let number: i64 = number.parse().map_err(|_| invalid())?;
+    let secs = number.checked_mul(unit_secs).ok_or_else(invalid)?;
+    if secs < MIN_ROTATION_PERIOD_SECS {
+        return Err(format!(
+            "rotation period {text:?} is shorter than the minimum of 1h"
+        ));
+    }
+    Ok(secs)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn periods_parse_in_days_and_hours() {
+        assert_eq!(parse_period("90d"), Ok(90 * 86_400));
+        assert_eq!(parse_period("12h"), Ok(12 * 3600));
+        for bad in ["", "90", "d", "1.5d", "-1d", "0h", "30m"] {
+            assert!(parse_period(bad).is_err(), "accepted {bad:?}");
+        }
+    }
+}

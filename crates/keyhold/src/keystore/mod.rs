@@ -10,6 +10,7 @@ pub mod root;
 pub mod snapshot;
 pub mod store;
 
+use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use base64::Engine as _;
@@ -103,13 +104,25 @@ pub enum Error {
 /// The store together with the root of trust that wraps its secrets.
 pub struct KeyStore {
     store: Store,
-    root: Box<dyn RootOfTrust>,
+    root: Arc<dyn RootOfTrust>,
 }
 
 impl KeyStore {
     /// Combines an open store with a root of trust.
     pub fn new(store: Store, root: Box<dyn RootOfTrust>) -> Self {
-        Self { store, root }
+        Self {
+            store,
+            root: Arc::from(root),
+        }
+    }
+
+    /// Another store connection sharing this root of trust, so an HSM is opened only once
+    /// per process.
+    pub fn with_store(&self, store: Store) -> Self {
+        Self {
+            store,
+            root: Arc::clone(&self.root),
+        }
     }
 
     /// Read access to the store.

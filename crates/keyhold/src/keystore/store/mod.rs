@@ -8,6 +8,8 @@
 mod audit_head;
 pub use audit_head::AdminEvent;
 pub mod backup;
+mod control;
+pub use control::{KeyStoreRow, PrincipalRow, RoleRow, TokenRow};
 mod lifecycle;
 
 use std::path::Path;
@@ -21,7 +23,7 @@ use super::model::{
 };
 
 /// Schema version this build writes and reads.
-const SCHEMA_VERSION: i64 = 1;
+const SCHEMA_VERSION: i64 = 2;
 
 const SCHEMA_V1: &str = "
 CREATE TABLE meta (
@@ -537,9 +539,17 @@ fn migrate(conn: &mut Connection) -> Result<(), StoreError> {
         if found > SCHEMA_VERSION {
             return Err(StoreError::SchemaTooNew { found });
         }
+        if found < 2 {
+            tx.execute_batch(control::SCHEMA_V2)?;
+        }
     } else {
         tx.execute_batch(SCHEMA_V1)?;
+        tx.execute_batch(control::SCHEMA_V2)?;
     }
+    tx.execute(
+        "UPDATE meta SET schema_version = ?1 WHERE id = 1 AND schema_version < ?1",
+        [SCHEMA_VERSION],
+    )?;
     tx.commit()?;
     Ok(())
 }

@@ -1,0 +1,456 @@
+//! Control-plane rows: admin API principals with their role grants and bearer tokens, and the
+//! AWS KMS external key stores registered for each domain.
+//!
+//! Tokens are stored as SHA-256 digests only. None of these changes increment the revision:
+//! the XKS snapshot does not contain them, and the admin API reads them on every request.
+
+use rusqlite::{OptionalExtension as _, params};
+
+use super::{Store, StoreError, domain_exists};
+
+/// Schema added in version 2.
+pub(super) const SCHEMA_V2: &str = "
+CREATE TABLE principals (
+    name TEXT PRIMARY KEY,
+    created_at INTEGER NOT NULL,
+    created_by TEXT NOT NULL
+);
+CREATE TABLE principal_roles (
+    principal TEXT NOT NULL REFERENCES principals (name) ON DELETE CASCADE,
+    role TEXT NOT NULL CHECK (role IN ('operator', 'domain-admin', 'key-creator', 'auditor')),
+    domain_id TEXT NOT NULL DEFAULT '' ,
+    CHECK ((role = 'operator') = (domain_id = '')),
+    PRIMARY KEY (principal, role, domain_id)
+);
+CREATE INDEX principal_roles_by_domain ON principal_roles (domain_id);
+CREATE TABLE admin_tokens (
+    id TEXT PRIMARY KEY,
+    principal TEXT NOT NULL REFERENCES principals (name) ON DELETE CASCADE,
+    digest BLOB NOT NULL,
+    description TEXT NOT NULL,
+    created_at INTEGER NOT NULL,
+    expires_at INTEGER,
+    revoked_at INTEGER,
+    last_used_at INTEGER
+);
+CREATE INDEX admin_tokens_by_principal ON admin_tokens (principal);
+CREATE TABLE external_key_stores (
+    domain_id TEXT NOT NULL REFERENCES domains (id),
+    name TEXT NOT NULL,
+    custom_key_store_id TEXT NOT NULL UNIQUE,
+    region TEXT NOT NULL,
+    account_id TEXT NOT NULL,
+    created_at INTEGER NOT NULL,
+    PRIMARY KEY (domain_id, name)
+);
+";
+
+/// One role of a principal; `domain` is `None` only for `operator`.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub struct RoleRow {
+    /// `operator`, `domain-admin`, `key-creator` or `auditor`.
+    pub role: String,
+    /// The domain the role applies to.
+    pub domain: Option<String>,
+}
+
+/// A principal as stored.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PrincipalRow {
+    /// Unique name.
+    pub name: String,
+    /// Its roles, sorted.
+    pub roles: Vec<RoleRow>,
+    /// Creation time, Unix seconds.
+    pub created_at: i64,
+    /// Who created it.
+    pub created_by: String,
+}
+
+/// A bearer token as stored: never the token itself, only its digest.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TokenRow {
+    /// Public token id, also the token's prefix.
+    pub id: String,
+    /// Owner.
+    pub principal: String,
+    /// SHA-256 of the whole token.
+    pub digest: Vec<u8>,
+    /// Free text.
+    pub description: String,
+    /// Creation time, Unix seconds.
+    pub created_at: i64,
+    /// Expiry, Unix seconds; `None` never expires.
+    pub expires_at: Option<i64>,
+    /// Revocation time, Unix seconds.
+    pub revoked_at: Option<i64>,
+    /// Last successful use, Unix seconds, updated at most once a minute.
+    pub last_used_at: Option<i64>,
+}
+
+/// An AWS KMS external key store registered for a domain.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KeyStoreRow {
+    /// Owning domain.
+    pub domain_id: String,
+    /// Name, unique within the domain.
+    pub name: String,
+    /// AWS custom key store id, `cks-...`.
+    pub custom_key_store_id: String,
+    /// AWS region.
+    pub region: String,
+    /// AWS account id.
+    pub account_id: String,
+    /// Registration time, Unix seconds.
+    pub created_at: i64,
+}
+
+impl Store {
+    /// Creates a principal with its roles.
+    ///
+    /// # Errors
+    ///
+    /// Returns [`StoreError::AlreadyExists`] when the name is taken and
+    /// [`StoreError::NotFound`] when a role names a missing domain.
+    pub fn create_principal(&mut self, principal: &PrincipalRow) -> Result<(), StoreError> {
+        let tx = self.conn.transaction()?;
+        let taken: bool = tx.query_row(
+            "SELECT EXISTS (SELECT 1 FROM principals WHERE name = ?1)",
+            [&principal.name],
+            |row| row.get(0),
+        )?;
+        if taken {
+            return Err(StoreError::AlreadyExists(format!(
+                "principal {:?} exists already",
+                principal.name
+            )));
+        }
+        tx.execute(
+            "INSERT INTO principals (name, created_at, created_by) VALUES (?1, ?2, ?3)",
+            params![principal.name, principal.created_at, principal.created_by],
+        )?;
+        for role in &principal.roles {
+            if let Some(domain) = &role.domain {
+                domain_exists(&tx, domain)?;
+            }
+            tx.execute(
+                "INSERT OR IGNORE INTO principal_roles (principal, role, domain_id)
+                 VALUES (?1, ?2, ?3)",
+                params![
+                    principal.name,
+                    role.role,
+                    role.domain.as_deref().unwrap_or("")
+                ],
+            )?;
+        }
+        tx.commit()?;
+        Ok(())
+    }
+
+    /// One principal with its roles.
+    ///
+    /// # Errors
+    ///
+    /// Returns [`StoreError::NotFound`] when it does not exist.
+    pub fn principal(&self, name: &str) -> Result<PrincipalRow, StoreError> {
+        let row: Option<(i64, String)> = self
+            .conn
+            .query_row(
+                "SELECT created_at, created_by FROM principals WHERE name = ?1",
+                [name],
+                |row| Ok((row.get(0)?, row.get(1)?)),
+            )
+            .optional()?;
+        let (created_at, created_by) =
+            row.ok_or_else(|| StoreError::NotFound(format!("principal {name:?}")))?;
+        Ok(PrincipalRow {
+            name: name.to_owned(),
+            roles: self.roles_of(name)?,
+            created_at,
+            created_by,
+        })
+    }
+
+    /// All principals, or those with a role in `domain`, sorted by name.
+    ///
+    /// # Errors
+    ///
+    /// Returns [`StoreError::Sqlite`] on a database failure.
+    pub fn principals(&self, domain: Option<&str>) -> Result<Vec<PrincipalRow>, StoreError> {
+        let names: Vec<String> = match domain {
+            Some(domain) => {
+                let mut statement = self.conn.prepare(
+                    "SELECT DISTINCT principal FROM principal_roles WHERE domain_id = ?1
+                     ORDER BY principal",
+                )?;
+                statement
+                    .query_map([domain], |row| row.get(0))?
+                    .collect::<Result<_, _>>()?
+            }
+            None => {
+                let mut statement = self
+                    .conn
+                    .prepare("SELECT name FROM principals ORDER BY name")?;
+                statement
+                    .query_map([], |row| row.get(0))?
+                    .collect::<Result<_, _>>()?
+            }
+        };
+        names.iter().map(|name| self.principal(name)).collect()
+    }
+
+    /// Deletes a principal, its roles and its tokens.
+    ///
+    /// # Errors
+    ///
+    /// Returns [`StoreError::NotFound`] when it does not exist.
+    pub fn delete_principal(&mut self, name: &str) -> Result<(), StoreError> {
+        let tx = self.conn.transaction()?;
+        tx.execute("DELETE FROM admin_tokens WHERE principal = ?1", [name])?;
+        tx.execute("DELETE FROM principal_roles WHERE principal = ?1", [name])?;
+        if tx.execute("DELETE FROM principals WHERE name = ?1", [name])? == 0 {
+            return Err(StoreError::NotFound(format!("principal {name:?}")));
+        }
+        tx.commit()?;
+        Ok(())
+    }
+
+    fn roles_of(&self, name: &str) -> Result<Vec<RoleRow>, StoreError> {
+        let mut statement = self.conn.prepare_cached(
+            "SELECT role, domain_id FROM principal_roles WHERE principal = ?1
+             ORDER BY role, domain_id",
+        )?;
+        let roles = statement
+            .query_map([name], |row| {
+                let domain: String = row.get(1)?;
+                Ok(RoleRow {
+                    role: row.get(0)?,
+                    domain: (!domain.is_empty()).then_some(domain),
+                })
+            })?
+            .collect::<Result<_, _>>()?;
+        Ok(roles)
+    }
+
+    /// Stores a new token's digest.
+    ///
+    /// # Errors
+    ///
+    /// Returns [`StoreError::NotFound`] when the principal does not exist.
+    pub fn insert_token(&mut self, token: &TokenRow) -> Result<(), StoreError> {
+        self.principal(&token.principal)?;
+        self.conn.execute(
+            "INSERT INTO admin_tokens (id, principal, digest, description, created_at, expires_at)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+            params![
+                token.id,
+                token.principal,
+                token.digest,
+                token.description,
+                token.created_at,
+                token.expires_at
+            ],
+        )?;
+        Ok(())
+    }
+
+    /// The token with this id, whatever its state.
+    ///
+    /// # Errors
+    ///
+    /// Returns [`StoreError::Sqlite`] on a database failure.
+    pub fn token(&self, id: &str) -> Result<Option<TokenRow>, StoreError> {
+        Ok(self
+            .conn
+            .prepare_cached(&format!("{TOKEN_COLUMNS} WHERE id = ?1"))?
+            .query_row([id], token_from_row)
+            .optional()?)
+    }
+
+    /// A principal's tokens, newest first.
+    ///
+    /// # Errors
+    ///
+    /// Returns [`StoreError::Sqlite`] on a database failure.
+    pub fn tokens(&self, principal: &str) -> Result<Vec<TokenRow>, StoreError> {
+        let mut statement = self.conn.prepare(&format!(
+            "{TOKEN_COLUMNS} WHERE principal = ?1 ORDER BY created_at DESC, id"
+        ))?;
+        let tokens = statement
+            .query_map([principal], token_from_row)?
+            .collect::<Result<_, _>>()?;
+        Ok(tokens)
+    }
+
+    /// Revokes a principal's token.
+    ///
+    /// # Errors
+    ///
+    /// Returns [`StoreError::NotFound`] when the principal has no such token and
+    /// [`StoreError::Rejected`] when it is revoked already.
+    pub fn revoke_token(&mut self, principal: &str, id: &str, now: i64) -> Result<(), StoreError> {
+        let token = self
+            .token(id)?
+            .filter(|token| token.principal == principal)
+            .ok_or_else(|| {
+                StoreError::NotFound(format!("token {id:?} of principal {principal:?}"))
+            })?;
+        if token.revoked_at.is_some() {
+            return Err(StoreError::Rejected(format!(
+                "token {id:?} is revoked already"
+            )));
+        }
+        self.conn.execute(
+            "UPDATE admin_tokens SET revoked_at = ?2 WHERE id = ?1",
+            params![id, now],
+        )?;
+        Ok(())
+    }
+
+    /// Records that a token was used, at most once a minute per token.
+    ///
+    /// # Errors
+    ///
+    /// Returns [`StoreError::Sqlite`] on a database failure.
+    pub fn touch_token(&mut self, id: &str, now: i64) -> Result<(), StoreError> {
+        self.conn.execute(
+            "UPDATE admin_tokens SET last_used_at = ?2
+             WHERE id = ?1 AND (last_used_at IS NULL OR last_used_at < ?2 - 60)",
+            params![id, now],
+        )?;
+        Ok(())
+    }
+
+    /// Registers an external key store for a domain.
+    ///
+    /// # Errors
+    ///
+    /// Returns [`StoreError::NotFound`] for a missing domain and [`StoreError::AlreadyExists`]
+    /// when the name is taken in the domain or the custom key store id is registered already.
+    pub fn insert_key_store(&mut self, key_store: &KeyStoreRow) -> Result<(), StoreError> {
+        let tx = self.conn.transaction()?;
+        domain_exists(&tx, &key_store.domain_id)?;
+        let clash: Option<(String, String)> = tx
+            .query_row(
+                "SELECT domain_id, name FROM external_key_stores
+                 WHERE (domain_id = ?1 AND name = ?2) OR custom_key_store_id = ?3",
+                params![
+                    key_store.domain_id,
+                    key_store.name,
+                    key_store.custom_key_store_id
+                ],
+                |row| Ok((row.get(0)?, row.get(1)?)),
+            )
+            .optional()?;
+        if let Some((domain, name)) = clash {
+            return Err(StoreError::AlreadyExists(
+                if domain == key_store.domain_id && name == key_store.name {
+                    format!(
+                        "external key store {name:?} exists already in domain {domain:?}; pick another name"
+                    )
+                } else {
+                    format!(
+                        "custom key store {} is registered already, as {name:?} in domain {domain:?}",
+                        key_store.custom_key_store_id
+                    )
+                },
+            ));
+        }
+        tx.execute(
+            "INSERT INTO external_key_stores
+                (domain_id, name, custom_key_store_id, region, account_id, created_at)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+            params![
+                key_store.domain_id,
+                key_store.name,
+                key_store.custom_key_store_id,
+                key_store.region,
+                key_store.account_id,
+                key_store.created_at
+            ],
+        )?;
+        tx.commit()?;
+        Ok(())
+    }
+
+    /// A domain's registered external key stores, sorted by name.
+    ///
+    /// # Errors
+    ///
+    /// Returns [`StoreError::NotFound`] for a missing domain.
+    pub fn key_stores(&self, domain_id: &str) -> Result<Vec<KeyStoreRow>, StoreError> {
+        domain_exists(&self.conn, domain_id)?;
+        let mut statement = self.conn.prepare(&format!(
+            "{KEY_STORE_COLUMNS} WHERE domain_id = ?1 ORDER BY name"
+        ))?;
+        let rows = statement
+            .query_map([domain_id], key_store_from_row)?
+            .collect::<Result<_, _>>()?;
+        Ok(rows)
+    }
+
+    /// One registered external key store.
+    ///
+    /// # Errors
+    ///
+    /// Returns [`StoreError::NotFound`] when the domain or the key store does not exist.
+    pub fn key_store(&self, domain_id: &str, name: &str) -> Result<KeyStoreRow, StoreError> {
+        domain_exists(&self.conn, domain_id)?;
+        self.conn
+            .query_row(
+                &format!("{KEY_STORE_COLUMNS} WHERE domain_id = ?1 AND name = ?2"),
+                [domain_id, name],
+                key_store_from_row,
+            )
+            .optional()?
+            .ok_or_else(|| {
+                StoreError::NotFound(format!(
+                    "external key store {name:?} in domain {domain_id:?}"
+                ))
+            })
+    }
+
+    /// Removes a registered external key store; keys created through it stay.
+    ///
+    /// # Errors
+    ///
+    /// Returns [`StoreError::NotFound`] when the domain or the key store does not exist.
+    pub fn delete_key_store(&mut self, domain_id: &str, name: &str) -> Result<(), StoreError> {
+        self.key_store(domain_id, name)?;
+        self.conn.execute(
+            "DELETE FROM external_key_stores WHERE domain_id = ?1 AND name = ?2",
+            [domain_id, name],
+        )?;
+        Ok(())
+    }
+}
+
+const TOKEN_COLUMNS: &str = "SELECT id, principal, digest, description, created_at, expires_at, \
+    revoked_at, last_used_at FROM admin_tokens";
+
+const KEY_STORE_COLUMNS: &str = "SELECT domain_id, name, custom_key_store_id, region, \
+    account_id, created_at FROM external_key_stores";
+
+fn token_from_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<TokenRow> {
+    Ok(TokenRow {
+        id: row.get(0)?,
+        principal: row.get(1)?,
+        digest: row.get(2)?,
+        description: row.get(3)?,
+        created_at: row.get(4)?,
+        expires_at: row.get(5)?,
+        revoked_at: row.get(6)?,
+        last_used_at: row.get(7)?,
+    })
+}
+
+fn key_store_from_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<KeyStoreRow> {
+    Ok(KeyStoreRow {
+        domain_id: row.get(0)?,
+        name: row.get(1)?,
+        custom_key_store_id: row.get(2)?,
+        region: row.get(3)?,
+        account_id: row.get(4)?,
+        created_at: row.get(5)?,
+    })
+}
