@@ -15,6 +15,7 @@ pub mod crypto;
 pub mod files;
 pub mod hsm;
 pub mod keystore;
+pub mod kms_setup;
 pub mod policy;
 pub mod protect;
 pub mod service;
