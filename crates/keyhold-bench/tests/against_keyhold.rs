@@ -127,7 +127,13 @@ fn closed_loop_against_keyhold_has_no_errors() {
         Command::new(&binary)
             .arg("--data-dir")
             .arg(&data)
-            .args(["serve", "--listen", &address.to_string()])
+            .args([
+                "serve",
+                "--listen",
+                &address.to_string(),
+                "--admin-listen",
+                "127.0.0.1:0",
+            ])
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
@@ -212,7 +218,13 @@ fn wrong_secret_fails_at_startup() {
         Command::new(&binary)
             .arg("--data-dir")
             .arg(&data)
-            .args(["serve", "--listen", &address.to_string()])
+            .args([
+                "serve",
+                "--listen",
+                &address.to_string(),
+                "--admin-listen",
+                "127.0.0.1:0",
+            ])
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()

@@ -11,6 +11,7 @@ pub mod audit;
 pub mod auth;
 pub mod cli;
 pub mod config;
+pub mod control;
 pub mod crypto;
 pub mod files;
 pub mod hsm;

@@ -317,7 +317,7 @@ fn admin_actions_are_recorded_with_their_principal() {
             .map(|line| serde_json::from_str(line).expect("audit line is JSON"))
             .filter(|line: &Value| line["kind"] == "admin")
             .collect();
-        (lines.len() >= 5).then_some(lines)
+        (lines.len() >= 7).then_some(lines)
     })
     .expect("administrative actions reach the audit log")
     .0;
@@ -328,15 +328,17 @@ fn admin_actions_are_recorded_with_their_principal() {
     assert_eq!(
         actions,
         [
+            "principal create",
+            "token create",
             "domain create",
             "credential create",
             "key create",
             "key rotate",
             "key version destroy"
         ],
-        "actions made before and after the server started, in order"
+        "actions made by init, before and after the server started, in order"
     );
-    let rotate = &admin[3];
+    let rotate = &admin[5];
     assert_eq!(rotate["target"], "acme/k1");
     assert_eq!(rotate["result"], "success");
     assert!(
@@ -346,11 +348,11 @@ fn admin_actions_are_recorded_with_their_principal() {
         "{rotate}"
     );
     assert!(
-        admin[4]["result"]
+        admin[6]["result"]
             .as_str()
             .is_some_and(|result| result.starts_with("error: ")),
         "a refused action is recorded with its error: {}",
-        admin[4]
+        admin[6]
     );
     let text = std::fs::read_to_string(audit_file(&data)).expect("read audit file");
     assert!(

@@ -193,7 +193,13 @@ fn acknowledged_changes_survive_sigkill() {
                 let mut child = Command::new(KEYHOLD)
                     .arg("--data-dir")
                     .arg(data.path())
-                    .args(["serve", "--listen", "127.0.0.1:0"])
+                    .args([
+                        "serve",
+                        "--listen",
+                        "127.0.0.1:0",
+                        "--admin-listen",
+                        "127.0.0.1:0",
+                    ])
                     .stdout(Stdio::null())
                     .stderr(Stdio::null())
                     .spawn()

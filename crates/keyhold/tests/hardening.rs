@@ -154,7 +154,13 @@ fn serve_refuses_a_directory_others_can_reach() {
     let output = std::process::Command::new(KEYHOLD)
         .arg("--data-dir")
         .arg(data.path())
-        .args(["serve", "--listen", "127.0.0.1:0"])
+        .args([
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--admin-listen",
+            "127.0.0.1:0",
+        ])
         .output()
         .expect("run keyhold serve");
     assert!(

@@ -166,7 +166,13 @@ impl HsmSetup {
         let mut child = Command::new(KEYHOLD)
             .arg("--data-dir")
             .arg(self.data.path())
-            .args(["serve", "--listen", "127.0.0.1:0"])
+            .args([
+                "serve",
+                "--listen",
+                "127.0.0.1:0",
+                "--admin-listen",
+                "127.0.0.1:0",
+            ])
             .env("SOFTHSM2_CONF", &self.conf)
             .env(PIN_ENV, pin)
             .stdin(Stdio::null())

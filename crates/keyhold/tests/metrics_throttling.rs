@@ -5,7 +5,7 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::{Credential, DataDir, HttpResponse, Server, encrypt_request, free_port};
+use common::{Credential, DataDir, HttpResponse, Server, encrypt_request};
 
 fn encrypt(server: &Server, credential: &Credential) -> HttpResponse {
     server.post(
@@ -32,11 +32,6 @@ fn burst(server: &Server, credential: &Credential, count: usize) -> Vec<u16> {
 #[test]
 fn metrics_count_requests_by_domain_and_result() {
     let data = DataDir::init();
-    let admin_port = free_port();
-    data.configure(&[(
-        "# [admin]\n# listen = \"127.0.0.1:9443\"",
-        &format!("[admin]\nlisten = \"127.0.0.1:{admin_port}\""),
-    )]);
     data.create_domain("acme", &[]);
     let credential = data.create_credential("acme");
     data.create_key("acme", "k1", &[]);
@@ -47,14 +42,23 @@ fn metrics_count_requests_by_domain_and_result() {
     let wrong = credential.with_secret("BBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBB");
     assert_eq!(encrypt(&server, &wrong).status, 401);
 
-    let metrics = server.curl(
-        &[
+    let metrics_with = |token: Option<&str>| {
+        let mut args = vec![
             "--resolve".to_owned(),
-            format!("localhost:{admin_port}:127.0.0.1"),
-            format!("https://localhost:{admin_port}/metrics"),
-        ],
-        None,
+            format!("localhost:{}:127.0.0.1", server.admin_port()),
+        ];
+        if let Some(token) = token {
+            args.extend(["-H".to_owned(), format!("Authorization: Bearer {token}")]);
+        }
+        args.push(server.admin_url("/metrics"));
+        server.curl(&args, None)
+    };
+    assert_eq!(
+        metrics_with(None).status,
+        401,
+        "metrics need an operator token"
     );
+    let metrics = metrics_with(Some(&data.operator_token()));
     assert_eq!(metrics.status, 200, "{}", metrics.stderr);
     let text = metrics.body;
     for expected in [

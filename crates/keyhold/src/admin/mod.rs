@@ -1,52 +1,200 @@
-//! The admin listener: `/metrics` in the Prometheus text format, `/health` and `/ping`, over
-//! TLS on its own address (default `127.0.0.1:9443`), apart from the XKS listener.
-//!
-//! TODO: bearer tokens and roles are not checked here yet, so the listener must stay on a
-//! loopback or otherwise private address.
+//! The admin listener, over TLS on its own address (default `127.0.0.1:9443`), apart from the
+//! XKS listener: the admin REST API under `/v1` (bearer tokens and roles, see [`crate::control`]),
+//! its OpenAPI document at `/openapi.json`, `/metrics` in the Prometheus text format for
+//! operators, and `/health` and `/ping` without a token for load balancers.
 
 pub mod metrics;
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
+use std::time::Duration;
 
 use bytes::Bytes;
-use http_body_util::Full;
+use http_body_util::{BodyExt as _, Full, Limited};
 use hyper::body::Incoming;
-use hyper::header::{ALLOW, CONTENT_TYPE, HeaderValue};
+use hyper::header::{ALLOW, AUTHORIZATION, CONTENT_TYPE, HeaderValue, WWW_AUTHENTICATE};
 use hyper::{Method, Request, Response, StatusCode};
 
 use crate::api::{ConnectionInfo, XksState, node_health};
+use crate::control::{ApiError, ApiRequest, ApiResponse, MAX_BODY_BYTES, SharedControl};
+
+/// Longest time a client may take to send an admin request body.
+const BODY_READ_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// What the admin listener serves from.
+#[derive(Debug, Clone)]
+pub struct AdminState {
+    /// The XKS server's state, for health and metrics.
+    pub xks: Arc<XksState>,
+    /// The control plane.
+    pub control: SharedControl,
+    /// The OpenAPI document, rendered once.
+    pub openapi: Bytes,
+}
 
 /// Answers one request on the admin listener.
 pub async fn handle(
-    state: Arc<XksState>,
+    state: AdminState,
     _connection: Arc<ConnectionInfo>,
     request: Request<Incoming>,
 ) -> Response<Full<Bytes>> {
     let method = request.method().clone();
-    match request.uri().path() {
-        "/health" => node_health(state, &method).await,
-        "/ping" | "/metrics" if method != Method::GET && method != Method::HEAD => status(
-            StatusCode::METHOD_NOT_ALLOWED,
-            "only GET is allowed\n",
-            Some("GET, HEAD"),
-        ),
+    let path = request.uri().path().to_owned();
+    match path.as_str() {
+        "/health" => node_health(state.xks, &method).await,
+        "/ping" | "/metrics" | "/openapi.json"
+            if method != Method::GET && method != Method::HEAD =>
+        {
+            status(
+                StatusCode::METHOD_NOT_ALLOWED,
+                "only GET is allowed\n",
+                Some("GET, HEAD"),
+            )
+        }
         "/ping" => status(StatusCode::OK, "pong\n", None),
-        "/metrics" => {
-            let text = state.metrics.render(&gauges(&state));
-            let mut response = Response::new(Full::new(Bytes::from(text)));
-            response.headers_mut().insert(
-                CONTENT_TYPE,
-                HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
-            );
+        "/openapi.json" => {
+            let mut response = Response::new(Full::new(state.openapi.clone()));
+            response
+                .headers_mut()
+                .insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
             response
         }
+        "/metrics" => {
+            let authorization = header_text(&request, AUTHORIZATION);
+            let control = state.control.clone();
+            let principal =
+                tokio::task::spawn_blocking(move || control.authenticate(authorization.as_deref()))
+                    .await;
+            match principal {
+                Ok(Ok(principal)) if principal.is_operator() => {
+                    let text = state.xks.metrics.render(&gauges(&state.xks));
+                    let mut response = Response::new(Full::new(Bytes::from(text)));
+                    response.headers_mut().insert(
+                        CONTENT_TYPE,
+                        HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
+                    );
+                    response
+                }
+                Ok(Ok(_)) => api_error(&ApiError::forbidden(
+                    "metrics cover every domain, so they need an operator token",
+                )),
+                Ok(Err(error)) => api_error(&error),
+                Err(error) => api_error(&ApiError::internal("the metrics task failed", &error)),
+            }
+        }
+        _ if path == "/v1" || path.starts_with("/v1/") => api(state, request).await,
         _ => status(
             StatusCode::NOT_FOUND,
-            "not found; try /metrics, /health or /ping\n",
+            "not found; the admin API is under /v1 (see /openapi.json), and /metrics, /health \
+             and /ping are here too\n",
             None,
         ),
     }
+}
+
+fn header_text(request: &Request<Incoming>, name: hyper::header::HeaderName) -> Option<String> {
+    request
+        .headers()
+        .get(name)
+        .and_then(|value| value.to_str().ok())
+        .map(str::to_owned)
+}
+
+/// Reads the body, authenticates the caller and runs the call on a blocking thread, since the
+/// store is synchronous.
+async fn api(state: AdminState, request: Request<Incoming>) -> Response<Full<Bytes>> {
+    let authorization = header_text(&request, AUTHORIZATION);
+    let content_type = header_text(&request, CONTENT_TYPE);
+    let (parts, body) = request.into_parts();
+    let body = match tokio::time::timeout(
+        BODY_READ_TIMEOUT,
+        Limited::new(body, MAX_BODY_BYTES).collect(),
+    )
+    .await
+    {
+        Ok(Ok(collected)) => collected.to_bytes().to_vec(),
+        Ok(Err(error)) if error.is::<http_body_util::LengthLimitError>() => {
+            return api_error(&ApiError::new(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "payload_too_large",
+                format!("the body exceeds {MAX_BODY_BYTES} bytes"),
+            ));
+        }
+        Ok(Err(_)) | Err(_) => {
+            return api_error(&ApiError::invalid(format!(
+                "the body did not arrive whole within {} s",
+                BODY_READ_TIMEOUT.as_secs()
+            )));
+        }
+    };
+    if !body.is_empty()
+        && !content_type.as_deref().is_some_and(|value| {
+            value
+                .split(';')
+                .next()
+                .is_some_and(|media| media.trim().eq_ignore_ascii_case("application/json"))
+        })
+    {
+        return api_error(&ApiError::new(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "unsupported_media_type",
+            "send the body as JSON with Content-Type: application/json",
+        ));
+    }
+    let call = ApiRequest {
+        method: parts.method,
+        path: parts.uri.path().to_owned(),
+        query: parts.uri.query().unwrap_or("").to_owned(),
+        body,
+    };
+    let control = state.control.clone();
+    let result = tokio::task::spawn_blocking(move || {
+        let principal = control.authenticate(authorization.as_deref())?;
+        Ok::<_, ApiError>(control.dispatch(&principal, &call))
+    })
+    .await;
+    match result {
+        Ok(Ok(response)) => api_response(&response),
+        Ok(Err(error)) => api_error(&error),
+        Err(error) => api_error(&ApiError::internal("the admin API task failed", &error)),
+    }
+}
+
+fn api_error(error: &ApiError) -> Response<Full<Bytes>> {
+    let mut response = api_response(&ApiResponse {
+        status: error.status,
+        body: error.body(),
+        allow: None,
+    });
+    if error.status == StatusCode::UNAUTHORIZED {
+        response
+            .headers_mut()
+            .insert(WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+    }
+    response
+}
+
+fn api_response(answer: &ApiResponse) -> Response<Full<Bytes>> {
+    let mut text = serde_json::to_vec_pretty(&answer.body).unwrap_or_default();
+    text.push(b'\n');
+    let mut response = Response::new(Full::new(Bytes::from(text)));
+    *response.status_mut() = answer.status;
+    response
+        .headers_mut()
+        .insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    if let Some(allow) = answer
+        .allow
+        .as_deref()
+        .and_then(|allow| HeaderValue::from_str(allow).ok())
+    {
+        response.headers_mut().insert(ALLOW, allow);
+    }
+    if answer.status == StatusCode::UNAUTHORIZED {
+        response
+            .headers_mut()
+            .insert(WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+    }
+    response
 }
 
 fn gauges(state: &XksState) -> metrics::Gauges {

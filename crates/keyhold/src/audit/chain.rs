@@ -181,6 +181,64 @@ fn check_link(
     Ok(())
 }
 
+/// Most bytes of audit files that [`recent_records`] reads from the end before it stops looking.
+pub const RECENT_SCAN_BYTES: u64 = 16 * 1024 * 1024;
+
+/// The last `limit` records of the audit files in `dir` that `keep` accepts, oldest first.
+/// Reads backwards from the newest line and stops after [`RECENT_SCAN_BYTES`], so a large log
+/// costs no more than that. Lines that are not JSON are skipped.
+///
+/// # Errors
+///
+/// Returns an I/O error when the directory or a file cannot be read.
+pub fn recent_records(
+    dir: &Path,
+    limit: usize,
+    keep: impl Fn(&serde_json::Value) -> bool,
+) -> std::io::Result<Vec<serde_json::Value>> {
+    use std::io::{Read as _, Seek as _, SeekFrom};
+
+    let mut found = Vec::new();
+    let mut budget = RECENT_SCAN_BYTES;
+    for path in super::writer::audit_files(dir)?.iter().rev() {
+        let mut file = std::fs::File::open(path)?;
+        let mut end = file.metadata()?.len();
+        // Bytes of a line cut at the start of the last block read, kept until its start is read.
+        let mut carry: Vec<u8> = Vec::new();
+        while end > 0 && budget > 0 && found.len() < limit {
+            let size = end.min(64 * 1024).min(budget);
+            let start = end - size;
+            let mut block = vec![0u8; usize::try_from(size).unwrap_or(0)];
+            file.seek(SeekFrom::Start(start))?;
+            file.read_exact(&mut block)?;
+            block.extend_from_slice(&carry);
+            budget -= size;
+            end = start;
+            let mut lines: Vec<&[u8]> = block.split(|byte| *byte == b'\n').collect();
+            carry = if start > 0 {
+                lines.remove(0).to_vec()
+            } else {
+                Vec::new()
+            };
+            for line in lines.iter().rev() {
+                if found.len() == limit {
+                    break;
+                }
+                if let Ok(record) = serde_json::from_slice::<serde_json::Value>(line)
+                    && keep(&record)
+                {
+                    found.push(record);
+                }
+            }
+        }
+        if budget == 0 || found.len() == limit {
+            break;
+        }
+    }
+    found.reverse();
+    Ok(found)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -29,6 +29,58 @@ pub(super) enum AuditCommand {
         #[arg(long, value_name = "ID")]
         node: Option<String>,
     },
+    /// Print recent audit records of this node, or of the server given with --server
+    List {
+        /// Only records of this domain (needs a role in it rather than operator)
+        #[arg(long)]
+        domain: Option<String>,
+        /// Number of records, 1 to 1000
+        #[arg(long, default_value_t = 100)]
+        limit: u32,
+        #[command(flatten)]
+        output: super::OutputArgs,
+    },
+}
+
+/// Prints recent audit records through the admin API: as JSON lines, or one summary line each.
+pub(super) fn list(
+    client: &super::client::Client,
+    domain: Option<&str>,
+    limit: u32,
+    format: super::OutputArgs,
+) -> anyhow::Result<()> {
+    let path = match domain {
+        Some(domain) => format!("/v1/domains/{domain}/audit?limit={limit}"),
+        None => format!("/v1/audit?limit={limit}"),
+    };
+    let answer = client.call(hyper::Method::GET, &path, None)?;
+    let empty = Vec::new();
+    let mut text = String::new();
+    for record in answer["records"].as_array().unwrap_or(&empty) {
+        match format.output {
+            super::OutputFormat::Json => text.push_str(&format!("{record}\n")),
+            super::OutputFormat::Text => {
+                let field = |name: &str| record[name].as_str().unwrap_or("-").to_owned();
+                text.push_str(&format!(
+                    "{} {} {} {} {} {}\n",
+                    field("time"),
+                    field("kind"),
+                    field("operation"),
+                    record["domain"]
+                        .as_str()
+                        .or(record["target"].as_str())
+                        .unwrap_or("-"),
+                    record["principal"]
+                        .as_str()
+                        .or(record["awsPrincipalArn"].as_str())
+                        .unwrap_or("-"),
+                    field("result"),
+                ));
+            }
+        }
+    }
+    output::print(&text);
+    Ok(())
 }
 
 pub(super) fn run(dir: &Path, command: AuditCommand) -> anyhow::Result<()> {
@@ -36,7 +88,10 @@ pub(super) fn run(dir: &Path, command: AuditCommand) -> anyhow::Result<()> {
         files,
         no_head,
         node,
-    } = command;
+    } = command
+    else {
+        anyhow::bail!("audit list runs through the admin API");
+    };
     let settings = if files.is_empty() || !no_head {
         Some(Settings::load(dir)?)
     } else {

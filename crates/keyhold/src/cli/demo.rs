@@ -29,7 +29,9 @@ pub(super) fn run(data_dir: Option<&Path>, listen: Option<SocketAddr>) -> anyhow
 
 fn run_in(dir: &Path, listen: Option<SocketAddr>) -> anyhow::Result<()> {
     init::initialize(dir, &init::RootChoice::File)?;
-    let settings = Settings::load(dir)?;
+    let mut settings = Settings::load(dir)?;
+    // The demo shows the XKS API alone, so it never clashes with a server on the admin port.
+    settings.admin_listen = None;
     let mut key_store = open_key_store(&settings)?;
     let domain = key_store.create_domain(&NewDomain {
         id: DOMAIN.to_owned(),

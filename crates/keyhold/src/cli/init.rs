@@ -12,7 +12,10 @@ use crate::keystore::KeyStore;
 use crate::keystore::root::{FileRootKey, open_root_of_trust};
 use crate::keystore::store::Store;
 
+use hyper::Method;
+
 use super::{InitArgs, output};
+use crate::control::{ApiRequest, Principal};
 
 /// Files and folders `init` creates; if any exists, `init` changes nothing.
 const CREATED_ENTRIES: [&str; 4] = [config::CONFIG_FILE_NAME, "root.key", "keyhold.db", "tls"];
@@ -35,8 +38,13 @@ pub(super) fn run(dir: &Path, args: &InitArgs) -> anyhow::Result<()> {
         _ => RootChoice::File,
     };
     initialize(dir, &root)?;
+    let token = first_operator_token(dir)?;
     output::print(&format!(
         "Initialized Keyhold data directory {dir}\n\
+         \n\
+         Admin API token of principal \"operator\" (shown only now; store it in a secret \
+         manager):\n  \
+           {token}\n\
          \n\
          Next steps:\n  \
            keyhold --data-dir {dir} domain create acme\n  \
@@ -46,6 +54,45 @@ pub(super) fn run(dir: &Path, args: &InitArgs) -> anyhow::Result<()> {
         dir = dir.display()
     ));
     Ok(())
+}
+
+/// Creates the principal `operator` with the operator role and a token for it, through the
+/// same admin API code as every other change, and returns the token.
+fn first_operator_token(dir: &Path) -> anyhow::Result<String> {
+    let settings = Settings::load(dir)?;
+    let control = super::serve::control_plane(&settings, super::serve::open_key_store(&settings)?);
+    let principal = Principal::local(super::events::principal());
+    let call = |path: &str, body: serde_json::Value| {
+        let response = control.dispatch(
+            &principal,
+            &ApiRequest {
+                method: Method::POST,
+                path: path.to_owned(),
+                query: String::new(),
+                body: body.to_string().into_bytes(),
+            },
+        );
+        if response.status.is_success() {
+            Ok(response.body)
+        } else {
+            Err(anyhow::anyhow!(
+                "cannot create the first operator token: {}",
+                response.body["error"]["message"]
+            ))
+        }
+    };
+    call(
+        "/v1/principals",
+        serde_json::json!({ "name": "operator", "roles": [{ "role": "operator" }] }),
+    )?;
+    let created = call(
+        "/v1/principals/operator/tokens",
+        serde_json::json!({ "description": "first operator token, made by keyhold init" }),
+    )?;
+    created["token"]
+        .as_str()
+        .map(str::to_owned)
+        .context("the token response has no token")
 }
 
 /// Where `init` puts the root key.

@@ -6,10 +6,10 @@
 mod admin;
 mod audit;
 mod backup;
+mod client;
 mod demo;
 mod events;
 mod init;
-mod lifecycle;
 mod output;
 mod serve;
 
@@ -31,6 +31,16 @@ pub struct Cli {
     #[arg(long, env = "KEYHOLD_DATA_DIR", global = true, value_name = "DIR")]
     data_dir: Option<PathBuf>,
 
+    /// Send admin commands to a running server's admin listener, such as
+    /// https://localhost:9443, instead of the data directory; the token comes from
+    /// KEYHOLD_TOKEN
+    #[arg(long, env = "KEYHOLD_SERVER", global = true, value_name = "URL")]
+    server: Option<String>,
+
+    /// CA certificate (PEM) that signed the admin listener's certificate, for --server
+    #[arg(long, env = "KEYHOLD_CA_CERT", global = true, value_name = "FILE")]
+    ca_cert: Option<PathBuf>,
+
     #[command(subcommand)]
     command: Command,
 }
@@ -39,11 +49,14 @@ pub struct Cli {
 enum Command {
     /// Create a data directory: root key, database, TLS certificate and keyhold.toml
     Init(InitArgs),
-    /// Serve the XKS API over TLS
+    /// Serve the XKS API and the admin API over TLS
     Serve {
         /// Listen address, overriding keyhold.toml [default: 127.0.0.1:8443]
         #[arg(long, value_name = "ADDR")]
         listen: Option<SocketAddr>,
+        /// Admin listener address, overriding [admin] listen in keyhold.toml
+        #[arg(long, value_name = "ADDR")]
+        admin_listen: Option<SocketAddr>,
     },
     /// Manage domains (tenants with their own URI path prefix)
     #[command(subcommand)]
@@ -57,6 +70,15 @@ enum Command {
     /// Manage secondary authorization policies on the XKS request metadata
     #[command(subcommand)]
     Policy(PolicyCommand),
+    /// Manage admin API principals and their roles
+    #[command(subcommand)]
+    Principal(PrincipalCommand),
+    /// Manage admin API bearer tokens
+    #[command(subcommand)]
+    Token(TokenCommand),
+    /// Register AWS KMS external key stores and print what connects them
+    #[command(subcommand)]
+    KeyStore(KeyStoreCommand),
     /// Back up, restore and inspect encrypted backups of domains, credentials and keys
     #[command(subcommand)]
     Backup(backup::BackupCommand),
@@ -162,6 +184,21 @@ enum KeyCommand {
         /// Rotate automatically after this period, such as 90d or 12h [default: never]
         #[arg(long, value_name = "PERIOD")]
         rotation_period: Option<String>,
+    },
+    /// Create a key from a name and a registered external key store, and print the AWS CLI
+    /// command and Terraform resource that create the matching KMS key
+    SelfService {
+        /// Domain id
+        domain: String,
+        /// Key name, unique among the domain's keys
+        #[arg(long)]
+        name: String,
+        /// Name of the registered external key store
+        #[arg(long, value_name = "NAME")]
+        key_store: String,
+        /// Also write create-key.sh and kms-key.tf into this directory
+        #[arg(long, value_name = "DIR")]
+        output_dir: Option<PathBuf>,
     },
     /// Make a new primary version; earlier versions keep decrypting
     Rotate {
@@ -328,6 +365,122 @@ enum PolicyCommand {
     },
 }
 
+#[derive(Debug, Subcommand)]
+enum PrincipalCommand {
+    /// Create a principal with roles
+    Create {
+        /// Name: 1 to 64 characters of a-z, 0-9, '.', '_', '@' and '-'
+        name: String,
+        /// Role, repeatable: operator, or domain-admin:DOMAIN, key-creator:DOMAIN or
+        /// auditor:DOMAIN
+        #[arg(long = "role", value_name = "ROLE[:DOMAIN]", required = true)]
+        roles: Vec<String>,
+    },
+    /// List principals, or those with a role in one domain
+    List {
+        /// Only principals with a role in this domain
+        #[arg(long)]
+        domain: Option<String>,
+        #[command(flatten)]
+        output: OutputArgs,
+    },
+    /// Show one principal
+    Show {
+        /// Name
+        name: String,
+        #[command(flatten)]
+        output: OutputArgs,
+    },
+    /// Delete a principal and its tokens
+    Delete {
+        /// Name
+        name: String,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum TokenCommand {
+    /// Create a bearer token for a principal and print it once
+    Create {
+        /// Principal name
+        principal: String,
+        /// Where the token is used, for the token list
+        #[arg(long)]
+        description: Option<String>,
+        /// Days until the token expires, 1 to 3650 [default: never]
+        #[arg(long, value_name = "DAYS")]
+        expires_in_days: Option<u32>,
+    },
+    /// List a principal's tokens (ids and dates, never the tokens)
+    List {
+        /// Principal name
+        principal: String,
+        #[command(flatten)]
+        output: OutputArgs,
+    },
+    /// Revoke a token; it stops working at once
+    Revoke {
+        /// Principal name
+        principal: String,
+        /// Token id, the part after khat_ and before the next '_'
+        id: String,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum KeyStoreCommand {
+    /// Register an AWS KMS external key store for a domain
+    Register {
+        /// Domain id
+        domain: String,
+        /// Name, unique in the domain
+        name: String,
+        /// AWS custom key store id, such as cks-1234567890abcdef0
+        #[arg(long, value_name = "ID")]
+        custom_key_store_id: String,
+        /// AWS region, such as eu-west-1
+        #[arg(long)]
+        region: String,
+        /// AWS account id, 12 digits
+        #[arg(long, value_name = "ID")]
+        account_id: String,
+    },
+    /// List a domain's registered external key stores
+    List {
+        /// Domain id
+        domain: String,
+        #[command(flatten)]
+        output: OutputArgs,
+    },
+    /// Show one registration
+    Show {
+        /// Domain id
+        domain: String,
+        /// Name
+        name: String,
+        #[command(flatten)]
+        output: OutputArgs,
+    },
+    /// Remove a registration; keys made through it stay
+    Remove {
+        /// Domain id
+        domain: String,
+        /// Name
+        name: String,
+    },
+    /// Print the proxy configuration file, the create-custom-key-store commands and the VPC
+    /// endpoint service CloudFormation template
+    Setup {
+        /// Domain id
+        domain: String,
+        /// Name
+        name: String,
+        /// Write the four files into this directory instead of printing
+        #[arg(long, value_name = "DIR")]
+        output_dir: Option<PathBuf>,
+    },
+}
+
 #[derive(Debug, Clone, Copy, Args)]
 struct OutputArgs {
     /// Output format
@@ -362,14 +515,49 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             .clone()
             .unwrap_or_else(|| PathBuf::from(DEFAULT_DATA_DIR))
     };
+    let remote = cli.server.clone().map(|url| client::RemoteArgs {
+        url,
+        ca_cert: cli.ca_cert.clone(),
+    });
+    let admin_client = || client::Client::open(&dir(), remote.as_ref());
+    if remote.is_some()
+        && !matches!(
+            cli.command,
+            Command::Domain(_)
+                | Command::Credential(_)
+                | Command::Key(_)
+                | Command::Policy(_)
+                | Command::Principal(_)
+                | Command::Token(_)
+                | Command::KeyStore(_)
+                | Command::Audit(audit::AuditCommand::List { .. })
+        )
+    {
+        anyhow::bail!(
+            "--server works with the admin commands (domain, credential, key, policy, \
+             principal, token, key-store, audit list); this command runs on a data directory"
+        );
+    }
+    // Admin commands record themselves through the admin API code; the others are recorded here.
     let event = events::describe(&cli.command);
     let result = match cli.command {
         Command::Init(args) => init::run(&dir(), &args),
-        Command::Serve { listen } => serve::run(&dir(), listen),
-        Command::Domain(command) => admin::domain(&dir(), command),
-        Command::Credential(command) => admin::credential(&dir(), command),
-        Command::Key(command) => admin::key(&dir(), command),
-        Command::Policy(command) => lifecycle::policy(&dir(), command),
+        Command::Serve {
+            listen,
+            admin_listen,
+        } => serve::run(&dir(), listen, admin_listen),
+        Command::Domain(command) => admin::domain(&admin_client()?, command),
+        Command::Credential(command) => admin::credential(&admin_client()?, command),
+        Command::Key(command) => admin::key(&admin_client()?, command),
+        Command::Policy(command) => admin::policy(&admin_client()?, command),
+        Command::Principal(command) => admin::principal(&admin_client()?, command),
+        Command::Token(command) => admin::token(&admin_client()?, command),
+        Command::KeyStore(command) => admin::key_store(&admin_client()?, command),
+        Command::Audit(audit::AuditCommand::List {
+            domain,
+            limit,
+            output,
+        }) => audit::list(&admin_client()?, domain.as_deref(), limit, output),
         Command::Backup(command) => backup::run(&dir(), command),
         Command::Demo { listen } => demo::run(data_dir.as_deref(), listen),
         Command::Audit(command) => audit::run(&dir(), command),

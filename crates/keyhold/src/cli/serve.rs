@@ -15,14 +15,22 @@ use crate::api::{self, XksState, listener, tls};
 use crate::audit::writer::WriterConfig;
 use crate::audit::{self, AuditLog, FailureMode};
 use crate::config::{LogFormat, LogSection, RootOfTrustSettings, Settings};
+use crate::control::{Control, ControlSettings, SharedControl};
 use crate::keystore::root::open_root_of_trust;
 use crate::keystore::store::Store;
 use crate::keystore::{KeyStore, unix_now};
 use crate::protect;
 use crate::service::health::NodeInfo;
 
-pub(super) fn run(dir: &Path, listen: Option<SocketAddr>) -> anyhow::Result<()> {
-    let settings = Settings::load(dir)?;
+pub(super) fn run(
+    dir: &Path,
+    listen: Option<SocketAddr>,
+    admin_listen: Option<SocketAddr>,
+) -> anyhow::Result<()> {
+    let mut settings = Settings::load(dir)?;
+    if admin_listen.is_some() {
+        settings.admin_listen = admin_listen;
+    }
     init_logging(&settings.log)?;
     runtime()?.block_on(async {
         let server = Server::start(&settings, listen).await?;
@@ -35,7 +43,7 @@ pub(super) struct Server {
     listener: TcpListener,
     tls: Arc<rustls::ServerConfig>,
     state: Arc<XksState>,
-    admin: Option<(TcpListener, Arc<rustls::ServerConfig>)>,
+    admin: Option<(TcpListener, Arc<rustls::ServerConfig>, SharedControl)>,
     max_connections: usize,
 }
 
@@ -92,6 +100,7 @@ impl Server {
         state.in_flight = Arc::new(tokio::sync::Semaphore::new(settings.max_in_flight));
         state.default_quota_rps = settings.default_quota_rps;
         let state = Arc::new(state);
+        let key_store_for_control = key_store.with_store(open_store(settings)?);
         listener::spawn_refresher(state.clone(), key_store, settings.scheduler_interval)
             .context("cannot start the refresh thread")?;
 
@@ -108,12 +117,16 @@ impl Server {
         let admin = match settings.admin_listen {
             Some(address) => {
                 let admin_listener = TcpListener::bind(address).await.with_context(|| {
-                    format!("cannot listen on {address} for the admin listener; change [admin] listen in keyhold.toml")
+                    format!("cannot listen on {address} for the admin listener; change [admin] listen in keyhold.toml or pass --admin-listen")
                 })?;
-                tracing::info!(address = %address, "serving /metrics, /health and /ping on the admin listener");
+                tracing::info!(
+                    address = %admin_listener.local_addr().unwrap_or(address),
+                    "serving the admin API, /metrics, /health and /ping on the admin listener"
+                );
                 let admin_tls =
                     tls::server_config(&settings.tls_certificate, &settings.tls_private_key, None)?;
-                Some((admin_listener, admin_tls))
+                let control = Arc::new(control_plane(settings, key_store_for_control));
+                Some((admin_listener, admin_tls, control))
             }
             None => None,
         };
@@ -149,10 +162,14 @@ impl Server {
             until_stopped(stopped.clone()),
         );
         let admin = async {
-            let Some((listener, tls)) = self.admin else {
+            let Some((listener, tls, control)) = self.admin else {
                 return Ok(());
             };
-            let state = self.state.clone();
+            let state = admin::AdminState {
+                xks: self.state.clone(),
+                control,
+                openapi: bytes::Bytes::from(crate::control::openapi::document().to_string()),
+            };
             let handler =
                 move |connection, request| admin::handle(state.clone(), connection, request);
             api::listener::serve_with(listener, tls, 64, until_stopped(stopped.clone()), handler)
@@ -215,9 +232,23 @@ fn check_private(dir: &Path) -> anyhow::Result<()> {
 /// Opens the store and the root key named in the settings.
 pub(super) fn open_key_store(settings: &Settings) -> anyhow::Result<KeyStore> {
     let root = open_root_of_trust(&settings.root_of_trust, false)?;
-    let store = Store::open(&settings.database_path)
-        .with_context(|| format!("cannot open database {}", settings.database_path.display()))?;
-    Ok(KeyStore::new(store, root))
+    Ok(KeyStore::new(open_store(settings)?, root))
+}
+
+fn open_store(settings: &Settings) -> anyhow::Result<Store> {
+    Store::open(&settings.database_path)
+        .with_context(|| format!("cannot open database {}", settings.database_path.display()))
+}
+
+/// The control plane over `key_store`, with the settings it needs from `keyhold.toml`.
+pub(super) fn control_plane(settings: &Settings, key_store: KeyStore) -> Control {
+    Control::new(
+        key_store,
+        ControlSettings {
+            xks_endpoint: settings.xks_endpoint.clone(),
+            audit_dir: settings.audit.dir.clone(),
+        },
+    )
 }
 
 pub(super) fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {

@@ -140,6 +140,9 @@ pub struct ServerSection {
     pub max_in_flight: Option<usize>,
     /// Quota in requests per second of domains that set none; absent means no quota.
     pub default_quota_rps: Option<u32>,
+    /// Base URL at which AWS KMS reaches this service, such as `https://xks.example.com`; used
+    /// in the AWS commands the admin API writes. Default `https://` and the listen address.
+    pub public_endpoint: Option<String>,
 }
 
 /// `[tls]`.
@@ -296,6 +299,8 @@ pub struct Settings {
     pub default_quota_rps: Option<u32>,
     /// Admin listener address; `None` turns it off.
     pub admin_listen: Option<SocketAddr>,
+    /// Base URL at which AWS KMS reaches the XKS listener.
+    pub xks_endpoint: String,
     /// Whether `serve` locks its memory.
     pub lock_memory: LockMemory,
     /// The audit log.
@@ -443,6 +448,10 @@ impl Settings {
                 quota => quota,
             },
             admin_listen: file.admin.map(|admin| admin.listen),
+            xks_endpoint: match file.server.public_endpoint {
+                Some(url) => validate_public_endpoint(&url)?,
+                None => format!("https://{listen}"),
+            },
             lock_memory: file.security.lock_memory,
             max_connections: match file.server.max_connections {
                 Some(0) => return Err("server.max_connections must be at least 1".to_owned()),
@@ -576,6 +585,9 @@ max_in_flight = 1024
 # Quota in requests per second for domains created without --quota. AWS KMS sends at most
 # 1,800 requests per second to one external key store by default.
 # default_quota_rps = 1800
+# Base URL at which AWS KMS reaches this service, used in the AWS commands that the admin API
+# writes for customers. Defaults to https:// and the listen address.
+# public_endpoint = "https://xks.example.com"
 
 [tls]
 # Server certificate chain (PEM, leaf first) and private key. `keyhold init` made a certificate
@@ -609,10 +621,11 @@ rotate_daily = true
 # written. true: requests go on and lost records are counted.
 fail_open = false
 
-# Admin listener (HTTPS, same certificate) with /metrics in the Prometheus text format,
-# /health and /ping. It checks no credentials yet: keep it on a private address.
-# [admin]
-# listen = "127.0.0.1:9443"
+# Admin listener (HTTPS, same certificate): the admin REST API under /v1 with bearer tokens
+# (`keyhold init` printed the first operator token), /openapi.json, /metrics for operators, and
+# /health and /ping. Remove this section to turn it off.
+[admin]
+listen = "127.0.0.1:9443"
 
 [security]
 # Lock the server's memory against swapping: "auto" (when the process may lock unlimited
@@ -624,6 +637,24 @@ lock_memory = "auto"
 format = "text"
 level = "info"
 "#;
+
+/// Checks `server.public_endpoint`: `https://` and a host with an optional port, nothing more,
+/// since AWS KMS takes the path separately.
+fn validate_public_endpoint(url: &str) -> Result<String, String> {
+    let host = url.strip_prefix("https://").unwrap_or("");
+    let valid = !host.is_empty()
+        && host
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'-' | b':' | b'[' | b']'));
+    if valid {
+        Ok(url.to_owned())
+    } else {
+        Err(format!(
+            "server.public_endpoint = {url:?} must be https:// and a host name with an optional \
+             port, without a path, such as \"https://xks.example.com\""
+        ))
+    }
+}
 
 #[cfg(test)]
 mod tests {

@@ -127,8 +127,19 @@ impl DataDir {
     /// Creates a data directory with `keyhold init`.
     pub(crate) fn init() -> Self {
         let data = Self::empty();
-        data.run_ok(&["init"]);
+        let stdout = data.run_ok(&["init"]);
+        let token = stdout
+            .split_whitespace()
+            .find(|word| word.starts_with("khat_"))
+            .unwrap_or_else(|| panic!("init printed no operator token:\n{stdout}"));
+        std::fs::write(data.scratch().join("operator-token"), token).expect("keep the token");
         data
+    }
+
+    /// The admin API token `keyhold init` printed for the principal `operator`.
+    pub(crate) fn operator_token(&self) -> String {
+        std::fs::read_to_string(self.scratch().join("operator-token"))
+            .expect("the data directory was made by DataDir::init")
     }
 
     /// Returns the data directory.
@@ -148,16 +159,26 @@ impl DataDir {
 
     /// Runs `keyhold --data-dir DIR ARGS...` and returns its output, whatever the exit status.
     pub(crate) fn run(&self, args: &[&str]) -> CliOutput {
-        let output = Command::new(KEYHOLD)
+        self.run_with_env(args, &[])
+    }
+
+    /// Runs `keyhold --data-dir DIR ARGS...` with extra environment variables.
+    pub(crate) fn run_with_env(&self, args: &[&str], env: &[(&str, &str)]) -> CliOutput {
+        let mut command = Command::new(KEYHOLD);
+        command
             .arg("--data-dir")
             .arg(&self.path)
             .args(args)
             .env_remove("RUST_LOG")
             .env_remove("KEYHOLD_DATA_DIR")
-            .stdin(Stdio::null())
-            .output()
-            .expect("run the keyhold binary");
-        CliOutput::from_output(&output)
+            .env_remove("KEYHOLD_SERVER")
+            .env_remove("KEYHOLD_TOKEN")
+            .env_remove("KEYHOLD_CA_CERT")
+            .stdin(Stdio::null());
+        for (name, value) in env {
+            command.env(name, value);
+        }
+        CliOutput::from_output(&command.output().expect("run the keyhold binary"))
     }
 
     /// Runs a command that must succeed and returns its stdout.
@@ -250,6 +271,7 @@ impl DataDir {
 pub(crate) struct Server {
     child: Child,
     port: u16,
+    admin_port: u16,
     log_path: PathBuf,
     ca_file: PathBuf,
 }
@@ -289,6 +311,7 @@ impl Server {
         attempt: usize,
     ) -> Result<Self, String> {
         let port = free_port();
+        let admin_port = free_port();
         let log_path = data.scratch().join(format!("serve-{port}-{attempt}.log"));
         let log = File::create(&log_path).expect("create server log file");
         let mut command = Command::new(KEYHOLD);
@@ -298,6 +321,8 @@ impl Server {
             .arg("serve")
             .arg("--listen")
             .arg(format!("127.0.0.1:{port}"))
+            .arg("--admin-listen")
+            .arg(format!("127.0.0.1:{admin_port}"))
             .env_remove("RUST_LOG")
             .env_remove("KEYHOLD_DATA_DIR")
             .stdin(Stdio::null())
@@ -310,6 +335,7 @@ impl Server {
         let mut server = Self {
             child,
             port,
+            admin_port,
             log_path,
             ca_file: data.ca_file(),
         };
@@ -341,6 +367,47 @@ impl Server {
     /// Returns the TCP port on 127.0.0.1.
     pub(crate) fn port(&self) -> u16 {
         self.port
+    }
+
+    /// Returns the admin listener's TCP port on 127.0.0.1.
+    pub(crate) fn admin_port(&self) -> u16 {
+        self.admin_port
+    }
+
+    /// Returns the URL of a path on the admin listener.
+    pub(crate) fn admin_url(&self, path: &str) -> String {
+        format!("https://localhost:{}{path}", self.admin_port)
+    }
+
+    /// Calls the admin API with a bearer token and an optional JSON body; returns the status
+    /// and the parsed JSON answer (`Value::Null` when the body is not JSON).
+    pub(crate) fn admin(
+        &self,
+        method: &str,
+        path: &str,
+        token: &str,
+        body: Option<&Value>,
+    ) -> (u16, Value) {
+        let mut args = vec![
+            "-X".to_owned(),
+            method.to_owned(),
+            "--resolve".to_owned(),
+            format!("localhost:{}:127.0.0.1", self.admin_port),
+            "-H".to_owned(),
+            format!("Authorization: Bearer {token}"),
+        ];
+        if let Some(body) = body {
+            args.extend([
+                "-H".to_owned(),
+                "Content-Type: application/json".to_owned(),
+                "--data-binary".to_owned(),
+                body.to_string(),
+            ]);
+        }
+        args.push(self.admin_url(path));
+        let output = self.curl(&args, None);
+        let json = serde_json::from_str(&output.body).unwrap_or(Value::Null);
+        (output.status, json)
     }
 
     /// Returns the Host header curl sends, `localhost:PORT`.
