@@ -14,7 +14,7 @@ use serde_json::{Value, json};
 /// Custom key store id used in the CLI flow.
 const STORE_ID: &str = "cks-0123456789abcdef0";
 
-/// The access key ids in a `credential list --output json` answer.
+/// Returns the access key ids in the output of `credential list --output json`.
 fn credentials_of(output: &common::CliOutput) -> Vec<String> {
     let list: Value = serde_json::from_str(&output.stdout)
         .unwrap_or_else(|error| panic!("{error}: {} {}", output.stdout, output.stderr));
@@ -44,7 +44,21 @@ fn principal_with_token(server: &Server, operator: &str, name: &str, role: &Valu
         Some(&json!({ "description": "test" })),
     );
     assert_eq!(status, 201, "create token for {name}: {body}");
-    body["token"].as_str().expect("token in answer").to_owned()
+    body["token"]
+        .as_str()
+        .expect("token in response")
+        .to_owned()
+}
+
+/// Asserts that an admin API response is an error with this HTTP status and error code.
+#[track_caller]
+fn assert_api_error(status: u16, body: &Value, expected_status: u16, expected_code: &str) {
+    assert_eq!(status, expected_status, "HTTP status of {body}");
+    assert_eq!(
+        body["error"]["code"].as_str(),
+        Some(expected_code),
+        "error code of {body}"
+    );
 }
 
 struct Fixture {
@@ -468,31 +482,27 @@ fn every_route_checks_every_role() {
         for role in denied.iter().copied().chain(row.allowed.iter().copied()) {
             let (status, answer) =
                 server.admin(row.method, row.path, fixture.token(role), row.body.as_ref());
+            let call = format!("{role} {} {}", row.method, row.path);
             if row.allowed.contains(&role) {
-                assert!(
-                    status != 401 && status != 403,
-                    "{role} was refused {} {}: {status} {answer}",
-                    row.method,
-                    row.path
-                );
+                assert_ne!(status, 401, "{call} was rejected: {answer}");
+                assert_ne!(status, 403, "{call} was rejected: {answer}");
             } else {
+                assert_eq!(status, 403, "{call} was not rejected: {answer}");
                 assert_eq!(
-                    (status, answer["error"]["code"].as_str()),
-                    (403, Some("forbidden")),
-                    "{role} was not refused {} {}: {answer}",
-                    row.method,
-                    row.path
+                    answer["error"]["code"].as_str(),
+                    Some("forbidden"),
+                    "{call}: {answer}"
                 );
             }
             checked += 1;
         }
         let (status, answer) = server.admin(row.method, row.path, "", row.body.as_ref());
+        let call = format!("{} {} without a token", row.method, row.path);
+        assert_eq!(status, 401, "{call}: {answer}");
         assert_eq!(
-            (status, answer["error"]["code"].as_str()),
-            (401, Some("unauthenticated")),
-            "no token on {} {}",
-            row.method,
-            row.path
+            answer["error"]["code"].as_str(),
+            Some("unauthenticated"),
+            "{call}: {answer}"
         );
     }
 
@@ -527,7 +537,7 @@ fn every_route_checks_every_role() {
 }
 
 #[test]
-fn domain_lists_show_only_the_callers_domains() {
+fn domain_list_shows_own_domains() {
     let fixture = Fixture::new();
     let ids = |role: &str| -> Vec<String> {
         let (status, answer) =
@@ -577,7 +587,7 @@ fn credential_of(answer: &Value) -> Credential {
 }
 
 #[test]
-fn self_service_flow_from_operator_to_a_working_kms_key() {
+fn self_service_key_serves_kms() {
     let data = DataDir::init();
     let server = Server::start(&data);
     let operator = data.operator_token();
@@ -664,20 +674,14 @@ fn self_service_flow_from_operator_to_a_working_kms_key() {
         &creator,
         Some(&json!({"keyName": "orders-db", "keyStore": "prod-eu"})),
     );
-    assert_eq!(
-        (status, again["error"]["code"].as_str()),
-        (409, Some("conflict"))
-    );
+    assert_api_error(status, &again, 409, "conflict");
     let (status, missing) = server.admin(
         "POST",
         "/v1/domains/acme/self-service/keys",
         &creator,
         Some(&json!({"keyName": "x", "keyStore": "nope"})),
     );
-    assert_eq!(
-        (status, missing["error"]["code"].as_str()),
-        (404, Some("not_found"))
-    );
+    assert_api_error(status, &missing, 404, "not_found");
 
     // The key works for AWS KMS at once; the key creator cannot turn it off.
     let deadline = Instant::now() + Duration::from_secs(5);
@@ -769,7 +773,7 @@ fn self_service_flow_from_operator_to_a_working_kms_key() {
 }
 
 #[test]
-fn credential_rotation_keeps_serving_and_revocation_takes_under_a_second() {
+fn credential_rotation_and_revocation() {
     let data = DataDir::init();
     let server = Server::start(&data);
     let operator = data.operator_token();
@@ -840,7 +844,7 @@ fn credential_rotation_keeps_serving_and_revocation_takes_under_a_second() {
 }
 
 #[test]
-fn tokens_expire_are_revoked_and_are_stored_only_as_digests() {
+fn token_expiry_revocation_and_storage() {
     let data = DataDir::init();
     let server = Server::start(&data);
     let operator = data.operator_token();
@@ -859,12 +863,10 @@ fn tokens_expire_are_revoked_and_are_stored_only_as_digests() {
         "a principal may revoke its own token: {answer}"
     );
     let (status, answer) = server.admin("GET", "/v1/whoami", &token, None);
-    assert_eq!(
-        (status, answer["error"]["code"].as_str()),
-        (401, Some("unauthenticated"))
-    );
+    assert_api_error(status, &answer, 401, "unauthenticated");
 
-    // A token one byte off, an expired token and a token of a deleted principal all fail the same way.
+    // A token one byte off, an expired token and a token of a deleted principal all fail the
+    // same way.
     let (_, created) = server.admin(
         "POST",
         "/v1/principals/bot/tokens",
@@ -883,6 +885,10 @@ fn tokens_expire_are_revoked_and_are_stored_only_as_digests() {
         "UPDATE admin_tokens SET expires_at = 1 WHERE id = '{live_id}'"
     ));
     assert_eq!(server.admin("GET", "/v1/whoami", &live, None).0, 401);
+    let orphan = principal_with_token(&server, &operator, "gone", &json!({"role": "operator"}));
+    let (status, answer) = server.admin("DELETE", "/v1/principals/gone", &operator, None);
+    assert_eq!(status, 200, "{answer}");
+    assert_eq!(server.admin("GET", "/v1/whoami", &orphan, None).0, 401);
 
     let (status, bad) = server.admin(
         "POST",
@@ -890,10 +896,7 @@ fn tokens_expire_are_revoked_and_are_stored_only_as_digests() {
         &operator,
         Some(&json!({"expiresInDays": 0})),
     );
-    assert_eq!(
-        (status, bad["error"]["code"].as_str()),
-        (400, Some("invalid_request"))
-    );
+    assert_api_error(status, &bad, 400, "invalid_request");
 
     // Only digests are stored.
     let database = std::fs::read(data.path().join("keyhold.db")).expect("database");
@@ -909,7 +912,27 @@ fn tokens_expire_are_revoked_and_are_stored_only_as_digests() {
 }
 
 #[test]
-fn errors_are_json_with_stable_codes() {
+fn bearer_scheme_any_case() {
+    let data = DataDir::init();
+    let server = Server::start(&data);
+    let operator = data.operator_token();
+    for scheme in ["Bearer", "bearer", "BEARER"] {
+        let response = server.curl(
+            &[
+                "--resolve".to_owned(),
+                format!("localhost:{}:127.0.0.1", server.admin_port()),
+                "-H".to_owned(),
+                format!("Authorization: {scheme} {operator}"),
+                server.admin_url("/v1/whoami"),
+            ],
+            None,
+        );
+        assert_eq!(response.status, 200, "{scheme}: {}", response.body);
+    }
+}
+
+#[test]
+fn errors_have_stable_codes() {
     let data = DataDir::init();
     let server = Server::start(&data);
     let operator = data.operator_token();
@@ -969,9 +992,10 @@ fn errors_are_json_with_stable_codes() {
     ];
     for (method, path, body, status, code) in cases {
         let (got, answer) = server.admin(method, path, &operator, body.as_ref());
+        assert_eq!(got, status, "{method} {path}: {answer}");
         assert_eq!(
-            (got, answer["error"]["code"].as_str()),
-            (status, Some(code)),
+            answer["error"]["code"].as_str(),
+            Some(code),
             "{method} {path}: {answer}"
         );
         let message = answer["error"]["message"].as_str().expect("message");
@@ -992,10 +1016,7 @@ fn errors_are_json_with_stable_codes() {
         &operator,
         Some(&json!({"id": "acme"})),
     );
-    assert_eq!(
-        (status, answer["error"]["code"].as_str()),
-        (409, Some("conflict"))
-    );
+    assert_api_error(status, &answer, 409, "conflict");
 
     // A body that is not declared JSON, and one over the size limit.
     let plain = server.curl(
@@ -1015,14 +1036,11 @@ fn errors_are_json_with_stable_codes() {
     assert_eq!(plain.status, 415, "{}", plain.body);
     let large = json!({"id": "x", "displayName": "a".repeat(70_000)});
     let (status, answer) = server.admin("POST", "/v1/domains", &operator, Some(&large));
-    assert_eq!(
-        (status, answer["error"]["code"].as_str()),
-        (413, Some("payload_too_large"))
-    );
+    assert_api_error(status, &answer, 413, "payload_too_large");
 }
 
 #[test]
-fn cli_sends_the_same_calls_to_a_server_with_a_token() {
+fn cli_remote_server_with_token() {
     let data = DataDir::init();
     data.configure(&[(
         "# public_endpoint = \"https://xks.example.com\"",

@@ -1,7 +1,8 @@
-//! The served admin API against its own OpenAPI document, checked by schemathesis (PyPI), an
-//! independent property-based tester: no server errors, only documented status codes, bodies
-//! and content types that match the schemas, refused invalid input, and no route that works
-//! without a token.
+//! Conformance of the served admin API to its own OpenAPI document, checked by schemathesis
+//! (PyPI), an independent property-based tester.
+//!
+//! The checks: no server errors, only documented status codes, bodies and content types that
+//! match the schemas, rejected invalid input, and no route that works without a token.
 
 mod common;
 
@@ -10,7 +11,7 @@ use std::process::Command;
 use common::{DataDir, Server};
 use serde_json::json;
 
-/// Seconds schemathesis may spend generating and sending requests.
+/// Maximum time in seconds that schemathesis spends generating and sending requests.
 const BUDGET_SECS: &str = "60";
 
 #[test]
@@ -96,7 +97,7 @@ fn served_api_matches_its_openapi_document() {
     eprintln!("{summary}");
     assert!(
         output.status.success(),
-        "schemathesis found the API and its document apart:\n{stdout}\n{}",
+        "schemathesis found differences between the API and its document:\n{stdout}\n{}",
         String::from_utf8_lossy(&output.stderr)
     );
     let (_, document) = server.admin("GET", "/openapi.json", "", None);

@@ -1,6 +1,7 @@
-//! Admin commands: domains, credentials, keys, policies, principals, tokens and external key
-//! stores. Each one is an admin API call through [`Client`], on the local data directory or on
-//! a server given with `--server`, and prints the answer for people or as JSON.
+//! Admin commands for domains, credentials, keys, policies, principals, tokens and external key
+//! stores. Each command sends one admin API request through [`Client`], to the local data
+//! directory or to the server given with `--server`, and prints the response for people or as
+//! JSON.
 
 use std::io::Read as _;
 use std::path::Path;
@@ -15,9 +16,9 @@ use super::{
     PolicyCommand, PrincipalCommand, TokenCommand, VersionCommand, output,
 };
 
-/// Text of a JSON field for people: strings as they are, numbers and booleans written out,
-/// `null` and missing fields as `fallback`.
-fn text(value: &Value, fallback: &str) -> String {
+/// Formats a JSON field for people: strings as they are, numbers and booleans written out, and
+/// `null` or missing fields as `fallback`.
+fn field_text(value: &Value, fallback: &str) -> String {
     match value {
         Value::String(text) => text.clone(),
         Value::Null => fallback.to_owned(),
@@ -34,7 +35,7 @@ fn print_list(format: OutputArgs, list: &Value, columns: &[(&str, &str)]) {
         .map(|item| {
             columns
                 .iter()
-                .map(|(_, field)| text(&item[*field], ""))
+                .map(|(_, field)| field_text(&item[*field], ""))
                 .collect()
         })
         .collect::<Vec<Vec<String>>>();
@@ -42,15 +43,17 @@ fn print_list(format: OutputArgs, list: &Value, columns: &[(&str, &str)]) {
     output::print_table(format.output, &headers, &rows, list);
 }
 
-/// Prints `label: value` lines of `fields` (label, field), or the object as JSON.
+/// Prints `label: value` lines of `fields` (label, field, fallback), or the object as JSON.
 fn print_object(format: OutputArgs, object: &Value, fields: &[(&str, &str, &str)]) {
     let lines: Vec<(&str, String)> = fields
         .iter()
-        .map(|(label, field, fallback)| (*label, text(&object[*field], fallback)))
+        .map(|(label, field, fallback)| (*label, field_text(&object[*field], fallback)))
         .collect();
     output::print_record(format.output, &lines, object);
 }
 
+/// Percent-encodes every byte except the unreserved characters of RFC 3986, so that `text`
+/// stays one path segment.
 fn path_segment(text: &str) -> String {
     let mut encoded = String::new();
     for byte in text.bytes() {
@@ -91,8 +94,8 @@ pub(super) fn domain(client: &Client, command: DomainCommand) -> anyhow::Result<
             )?;
             output::print(&format!(
                 "Created domain {} with XksProxyUriPath {}\n",
-                text(&domain["id"], ""),
-                text(&domain["xksProxyUriPath"], "")
+                field_text(&domain["id"], ""),
+                field_text(&domain["xksProxyUriPath"], "")
             ));
         }
         DomainCommand::List(format) => {
@@ -243,8 +246,8 @@ pub(super) fn key(client: &Client, command: KeyCommand) -> anyhow::Result<()> {
             )?;
             output::print(&format!(
                 "Created key {} in domain {}\n",
-                text(&key["keyId"], ""),
-                text(&key["domainId"], "")
+                field_text(&key["keyId"], ""),
+                field_text(&key["domainId"], "")
             ));
         }
         KeyCommand::SelfService {
@@ -266,7 +269,7 @@ pub(super) fn key(client: &Client, command: KeyCommand) -> anyhow::Result<()> {
                         .as_array()
                         .map(|names| names
                             .iter()
-                            .map(|name| text(name, ""))
+                            .map(|name| field_text(name, ""))
                             .collect::<Vec<_>>()
                             .join(","))
                         .unwrap_or_default()
@@ -317,7 +320,7 @@ pub(super) fn key(client: &Client, command: KeyCommand) -> anyhow::Result<()> {
             )?;
             output::print(&format!(
                 "Rotated key {key_id} in domain {domain}: version {} is now primary\n",
-                text(&key["primaryVersion"], "?")
+                field_text(&key["primaryVersion"], "?")
             ));
         }
         KeyCommand::SetRotation {
@@ -350,7 +353,7 @@ pub(super) fn key(client: &Client, command: KeyCommand) -> anyhow::Result<()> {
             output::print(&format!(
                 "Key {key_id} is PENDING_DELETION; its material will be destroyed at {} unless \
                  `keyhold key cancel-deletion {domain} {key_id}` runs first\n",
-                text(&key["deletionAt"], "?")
+                field_text(&key["deletionAt"], "?")
             ));
         }
         KeyCommand::CancelDeletion { domain, key_id } => {
@@ -361,7 +364,7 @@ pub(super) fn key(client: &Client, command: KeyCommand) -> anyhow::Result<()> {
             )?;
             output::print(&format!(
                 "Deletion of key {key_id} canceled; it is {} again\n",
-                text(&key["status"], "?")
+                field_text(&key["status"], "?")
             ));
         }
         KeyCommand::Disable { domain, key_id } => set_status(client, &domain, &key_id, "disable")?,
@@ -380,13 +383,13 @@ fn set_status(client: &Client, domain: &str, key_id: &str, action: &str) -> anyh
         .with_context(|| format!("cannot {action} key {key_id}"))?;
     output::print(&format!(
         "Key {key_id} in domain {domain} is now {}\n",
-        text(&key["status"], "?")
+        field_text(&key["status"], "?")
     ));
     Ok(())
 }
 
 fn version(client: &Client, command: VersionCommand) -> anyhow::Result<()> {
-    let (domain, key_id, number, action) = match command {
+    let (domain, key_id, number, action, body) = match command {
         VersionCommand::List {
             domain,
             key_id,
@@ -413,12 +416,13 @@ fn version(client: &Client, command: VersionCommand) -> anyhow::Result<()> {
             domain,
             key_id,
             version,
-        } => (domain, key_id, version, "disable"),
+        } => (domain, key_id, version, "disable", None),
         VersionCommand::Enable {
             domain,
             key_id,
             version,
-        } => (domain, key_id, version, "enable"),
+        } => (domain, key_id, version, "enable", None),
+        // Without --yes the request still goes to the admin API, which rejects and audits it.
         VersionCommand::Destroy {
             domain,
             key_id,
@@ -428,15 +432,12 @@ fn version(client: &Client, command: VersionCommand) -> anyhow::Result<()> {
             domain,
             key_id,
             version,
-            if yes { "destroy" } else { "unconfirmed" },
+            "destroy",
+            Some(json!({ "confirm": yes })),
         ),
     };
-    // An unconfirmed destroy still goes to the admin API, which refuses and audits it.
-    let (action, body) = match action {
-        "destroy" => ("destroy", Some(json!({ "confirm": true }))),
-        "unconfirmed" => ("destroy", Some(json!({ "confirm": false }))),
-        other => (other, None),
-    };
+
+    let unconfirmed = body.as_ref().is_some_and(|body| body["confirm"] == false);
     client
         .call(
             Method::POST,
@@ -444,7 +445,7 @@ fn version(client: &Client, command: VersionCommand) -> anyhow::Result<()> {
             body.as_ref(),
         )
         .map_err(|error| {
-            if body.as_ref().is_some_and(|body| body["confirm"] == false) {
+            if unconfirmed {
                 anyhow::anyhow!(
                     "destroying version {number} of key {key_id} erases its material for good, \
                      so its ciphertexts can never be decrypted again; repeat with --yes to do it"
@@ -453,6 +454,7 @@ fn version(client: &Client, command: VersionCommand) -> anyhow::Result<()> {
                 error
             }
         })?;
+
     output::print(&match action {
         "disable" => format!(
             "Version {number} of key {key_id} is DISABLED: its ciphertexts fail with InvalidStateException\n"
@@ -475,8 +477,8 @@ fn self_service(
         &format!("{}/self-service/keys", domain_path(domain)),
         Some(&json!({ "keyName": name, "keyStore": key_store })),
     )?;
-    let aws_cli = text(&created["awsCli"], "");
-    let terraform = text(&created["terraform"], "");
+    let aws_cli = field_text(&created["awsCli"], "");
+    let terraform = field_text(&created["terraform"], "");
     output::print(&format!(
         "Created external key {} ({name}) in domain {domain}.\n\
          \n\
@@ -485,8 +487,8 @@ fn self_service(
          \n\
          or with Terraform:\n\
          \n{terraform}\n",
-        text(&created["xksKeyId"], ""),
-        text(&created["customKeyStoreId"], ""),
+        field_text(&created["xksKeyId"], ""),
+        field_text(&created["customKeyStoreId"], ""),
     ));
     if let Some(dir) = output_dir {
         write_files(
@@ -497,6 +499,7 @@ fn self_service(
     Ok(())
 }
 
+/// Writes each (file name, content) pair into `dir`, ending each file with a newline.
 fn write_files(dir: &Path, files: &[(&str, &str)]) -> anyhow::Result<()> {
     std::fs::create_dir_all(dir)
         .with_context(|| format!("cannot create directory {}", dir.display()))?;
@@ -533,8 +536,9 @@ pub(super) fn policy(client: &Client, command: PolicyCommand) -> anyhow::Result<
                 Some(&json!({ "policy": document })),
             )?;
             let rules = answer["policy"]["rules"].as_array().map_or(0, Vec::len);
+            let plural = if rules == 1 { "" } else { "s" };
             output::print(&format!(
-                "Set the policy of {} with {rules} rules\n",
+                "Set the policy of {} with {rules} rule{plural}\n",
                 owner(&domain, key.as_deref())
             ));
         }
@@ -579,6 +583,7 @@ const PRINCIPAL_COLUMNS: &[(&str, &str)] = &[
     ("CREATED BY", "createdBy"),
 ];
 
+/// Adds a `rolesText` field such as `domain-admin:acme operator` for the table and record views.
 fn with_roles_text(mut principal: Value) -> Value {
     let roles = principal["roles"]
         .as_array()
@@ -586,8 +591,8 @@ fn with_roles_text(mut principal: Value) -> Value {
             roles
                 .iter()
                 .map(|role| match role["domain"].as_str() {
-                    Some(domain) => format!("{}:{domain}", text(&role["role"], "")),
-                    None => text(&role["role"], ""),
+                    Some(domain) => format!("{}:{domain}", field_text(&role["role"], "")),
+                    None => field_text(&role["role"], ""),
                 })
                 .collect::<Vec<_>>()
                 .join(" ")
@@ -680,11 +685,11 @@ pub(super) fn token(client: &Client, command: TokenCommand) -> anyhow::Result<()
                 &format!("/v1/principals/{}/tokens", path_segment(&principal)),
                 Some(&json!({ "description": description, "expiresInDays": expires_in_days })),
             )?;
-            output::print(&format!("{}\n", text(&created["token"], "")));
+            output::print(&format!("{}\n", field_text(&created["token"], "")));
             output::note(&format!(
                 "Token {} of principal {principal}{}. This is the only time it is shown; \
                  only its SHA-256 digest is stored.",
-                text(&created["id"], ""),
+                field_text(&created["id"], ""),
                 created["expiresAt"]
                     .as_str()
                     .map(|at| format!(", valid until {at}"))
@@ -812,9 +817,9 @@ pub(super) fn key_store(client: &Client, command: KeyStoreCommand) -> anyhow::Re
                 None,
             )?;
             let configuration = format!("{:#}", setup["proxyConfigurationFile"]);
-            let public = text(&setup["publicEndpointCommand"], "");
-            let vpc = text(&setup["vpcEndpointServiceCommand"], "");
-            let template = text(&setup["vpcEndpointServiceTemplate"], "");
+            let public = field_text(&setup["publicEndpointCommand"], "");
+            let vpc = field_text(&setup["vpcEndpointServiceCommand"], "");
+            let template = field_text(&setup["vpcEndpointServiceTemplate"], "");
             match output_dir {
                 Some(dir) => write_files(
                     &dir,

@@ -1,4 +1,4 @@
-//! The OpenAPI 3.1 document of the admin API, built from the route table and the body types,
+//! OpenAPI 3.1 document of the admin API, built from the route table and the body types and
 //! served at `/openapi.json`.
 
 use serde_json::{Map, Value, json};
@@ -6,7 +6,7 @@ use serde_json::{Map, Value, json};
 use super::routes::{Access, ROUTES, Route};
 use super::views::ErrorBody;
 
-/// Builds the document.
+/// Builds the OpenAPI document of every route in [`ROUTES`].
 pub fn document() -> Value {
     let mut schemas = Vec::new();
     let mut paths = Map::new();
@@ -19,16 +19,19 @@ pub fn document() -> Value {
             .or_insert_with(|| json!({}));
         item[route.method.as_str().to_lowercase()] = operation(route);
     }
+
     <ErrorBody as utoipa::ToSchema>::schemas(&mut schemas);
     schemas.push((
         <ErrorBody as utoipa::ToSchema>::name().into_owned(),
         <ErrorBody as utoipa::PartialSchema>::schema(),
     ));
+
     let mut components = Map::new();
     for (name, schema) in schemas {
         let value = serde_json::to_value(schema).unwrap_or(Value::Null);
         components.insert(name, value);
     }
+
     json!({
         "openapi": "3.1.0",
         "info": {
@@ -50,10 +53,32 @@ pub fn document() -> Value {
     })
 }
 
+/// Builds the operation object of one route.
 fn operation(route: &Route) -> Value {
+    let mut operation = json!({
+        "operationId": route.operation_id,
+        "summary": route.summary,
+        "description": access_text(route.access),
+        "parameters": parameters(route),
+        "responses": responses(route),
+    });
+    if let Some(body) = route.request {
+        operation["requestBody"] = json!({
+            "required": true,
+            "content": { "application/json": { "schema": { "$ref": format!("#/components/schemas/{}", (body.name)()) } } },
+        });
+    }
+    operation
+}
+
+/// Builds the path parameters of a route, and the `limit` query parameter of the audit routes.
+fn parameters(route: &Route) -> Vec<Value> {
     let mut parameters = Vec::new();
     for part in route.path.split('/') {
-        if let Some(name) = part.strip_prefix('{').and_then(|p| p.strip_suffix('}')) {
+        if let Some(name) = part
+            .strip_prefix('{')
+            .and_then(|inner| inner.strip_suffix('}'))
+        {
             let schema = if name == "version" {
                 json!({ "type": "integer", "minimum": 1, "maximum": u32::MAX })
             } else {
@@ -66,16 +91,22 @@ fn operation(route: &Route) -> Value {
     if route.operation_id.ends_with("Audit") {
         parameters.push(json!({
             "name": "limit", "in": "query", "required": false,
-            "description": "Number of records, newest last",
+            "description": "Maximum number of records to return, the most recent ones, oldest first",
             "schema": { "type": "integer", "minimum": 1, "maximum": 1000, "default": 100 },
         }));
     }
+    parameters
+}
+
+/// Builds the success response and every documented error response of a route.
+fn responses(route: &Route) -> Map<String, Value> {
     let error = |description: &str| {
         json!({
             "description": description,
             "content": { "application/json": { "schema": { "$ref": "#/components/schemas/ErrorBody" } } },
         })
     };
+
     let mut responses = Map::new();
     let success = match route.response {
         Some(body) => json!({
@@ -85,6 +116,7 @@ fn operation(route: &Route) -> Value {
         None => json!({ "description": route.summary }),
     };
     responses.insert(route.status.as_u16().to_string(), success);
+
     responses.insert("400".to_owned(), error("The request is invalid"));
     responses.insert(
         "401".to_owned(),
@@ -95,7 +127,10 @@ fn operation(route: &Route) -> Value {
         "404".to_owned(),
         error("Something named in the path does not exist"),
     );
-    responses.insert("405".to_owned(), error("Another method is needed"));
+    responses.insert(
+        "405".to_owned(),
+        error("The path does not support this method"),
+    );
     responses.insert(
         "409".to_owned(),
         error("The change conflicts with the current state"),
@@ -103,21 +138,11 @@ fn operation(route: &Route) -> Value {
     responses.insert("413".to_owned(), error("The body is too large"));
     responses.insert("415".to_owned(), error("The body is not JSON"));
     responses.insert("500".to_owned(), error("The server failed"));
-    responses.insert("503".to_owned(), error("The store is unavailable"));
-    let mut operation = json!({
-        "operationId": route.operation_id,
-        "summary": route.summary,
-        "description": access_text(route.access),
-        "parameters": parameters,
-        "responses": responses,
-    });
-    if let Some(body) = route.request {
-        operation["requestBody"] = json!({
-            "required": true,
-            "content": { "application/json": { "schema": { "$ref": format!("#/components/schemas/{}", (body.name)()) } } },
-        });
-    }
-    operation
+    responses.insert(
+        "503".to_owned(),
+        error("The store, the HSM or the audit log is unavailable"),
+    );
+    responses
 }
 
 fn access_text(access: Access) -> String {
@@ -131,8 +156,9 @@ fn access_text(access: Access) -> String {
                 names.join(", ")
             )
         }
-        Access::Principal => "Operators; domain admins for principals whose roles are all in \
-                              their domains; a principal for its own tokens."
+        Access::Principal => "Operators, and domain admins for principals whose roles are all \
+                              in their domains. A principal may also read itself and manage \
+                              its own tokens, but not delete itself."
             .to_owned(),
     }
 }
@@ -142,7 +168,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn every_route_and_schema_reference_is_in_the_document() {
+    fn document_covers_routes_and_schemas() {
         let document = document();
         assert_eq!(document["openapi"], "3.1.0");
         for route in ROUTES.iter() {

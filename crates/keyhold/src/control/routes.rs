@@ -1,5 +1,5 @@
-//! The admin API's routes: one table of method, path, required roles, bodies and handler.
-//! Dispatch, the role checks and `/openapi.json` all read this table.
+//! Admin API routes: one table of method, path, required roles, bodies and handler, and the
+//! handlers themselves. Dispatch, the role checks and `/openapi.json` all read this table.
 
 use hyper::{Method, StatusCode};
 use serde::de::DeserializeOwned;
@@ -24,16 +24,16 @@ use crate::keystore::{KeyStore, NewDomain, NewKey, unix_now};
 use crate::kms_setup;
 use crate::policy::Policy;
 
-/// Who may call a route.
+/// Access rule of a route.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Access {
     /// Any authenticated principal.
     Anyone,
     /// Operators only.
     Operator,
-    /// Principals holding one of these roles in the `{domain}` of the path; operators always.
+    /// Principals with one of these roles in the `{domain}` of the path, and operators.
     Domain(&'static [Role]),
-    /// The handler decides, for principals and their tokens.
+    /// Access checked by the handler, for principals and their tokens.
     Principal,
 }
 
@@ -45,9 +45,9 @@ const EVERYONE: &[Role] = &[Role::DomainAdmin, Role::KeyCreator, Role::Auditor];
 /// Schema of a request or response body, named after its Rust type.
 #[derive(Clone, Copy)]
 pub struct Body {
-    /// The component name.
+    /// Returns the schema's component name.
     pub name: fn() -> String,
-    /// Adds the schema and the schemas it refers to.
+    /// Appends the schema and the schemas that it refers to.
     pub schemas: fn(
         &mut Vec<(
             String,
@@ -72,15 +72,15 @@ const fn body<T: utoipa::ToSchema>() -> Option<Body> {
     })
 }
 
-/// A call being served.
+/// Request being served, with the caller and the store.
 pub struct Call<'a> {
-    /// The store and root of trust.
+    /// Store and root of trust.
     pub key_store: &'a mut KeyStore,
-    /// The caller.
+    /// Authenticated caller.
     pub principal: &'a Principal,
     /// Path parameters in route order.
     pub params: &'a [(&'static str, String)],
-    /// Query string.
+    /// Query string without the `?`.
     pub query: &'a str,
     /// Request body.
     pub body: &'a [u8],
@@ -89,6 +89,7 @@ pub struct Call<'a> {
 }
 
 impl Call<'_> {
+    /// Returns the path parameter `name`, or `""` when the route has none of that name.
     fn param(&self, name: &str) -> &str {
         self.params
             .iter()
@@ -100,6 +101,7 @@ impl Call<'_> {
         self.param("domain")
     }
 
+    /// Parses the request body as JSON. An empty body counts as `{}`.
     fn json<T: DeserializeOwned>(&self) -> Result<T, ApiError> {
         let text = if self.body.is_empty() {
             b"{}".as_slice()
@@ -113,7 +115,7 @@ impl Call<'_> {
 
 type Handler = fn(&mut Call<'_>) -> Result<ApiResponse, ApiError>;
 
-/// One route.
+/// Admin API route.
 #[derive(Debug)]
 pub struct Route {
     /// HTTP method.
@@ -122,15 +124,15 @@ pub struct Route {
     pub path: &'static str,
     /// OpenAPI operation id.
     pub operation_id: &'static str,
-    /// One line for people.
+    /// One-line summary for people.
     pub summary: &'static str,
-    /// Audit action name for changes.
+    /// Action name in audit records and error messages, such as `key create`.
     pub action: &'static str,
-    /// Who may call it.
+    /// Access rule.
     pub access: Access,
-    /// Request body schema.
+    /// Request body schema, if the route reads a body.
     pub request: Option<Body>,
-    /// Success status.
+    /// HTTP status of a successful response.
     pub status: StatusCode,
     /// Response body schema.
     pub response: Option<Body>,
@@ -293,17 +295,17 @@ pub static ROUTES: std::sync::LazyLock<Vec<Route>> = std::sync::LazyLock::new(||
     ]
 });
 
-/// A matched route with its path parameters.
+/// Route that matched a request, with its path parameters.
 #[derive(Debug)]
 pub struct Found {
-    /// The route.
+    /// Matched route.
     pub route: &'static Route,
     /// Path parameters in route order.
     pub params: Vec<(&'static str, String)>,
 }
 
 impl Found {
-    /// The audited target: the path parameters joined with `/`.
+    /// Returns the target for audit records: the path parameters joined with `/`.
     pub fn target(&self) -> String {
         self.params
             .iter()
@@ -313,14 +315,14 @@ impl Found {
     }
 }
 
-/// Why no route answers.
+/// Reason that no route matches a request.
 #[derive(Debug, PartialEq, Eq)]
 pub enum NoRoute {
     /// No route has this path.
     NotFound,
-    /// Routes have this path, with other methods.
+    /// Routes have this path, but not this method.
     Method {
-        /// The allowed methods.
+        /// Allowed methods, joined with `, ` for the `Allow` header.
         allow: String,
     },
 }
@@ -351,6 +353,8 @@ pub fn find(method: &Method, path: &str) -> Result<Found, NoRoute> {
     }
 }
 
+/// Matches path segments against a route template and returns the decoded parameters, or
+/// `None` when the path does not match or a parameter is empty or badly encoded.
 fn match_path(template: &'static str, segments: &[&str]) -> Option<Vec<(&'static str, String)>> {
     let parts: Vec<&'static str> = template[1..].split('/').collect();
     if parts.len() != segments.len() {
@@ -358,7 +362,10 @@ fn match_path(template: &'static str, segments: &[&str]) -> Option<Vec<(&'static
     }
     let mut params = Vec::new();
     for (part, segment) in parts.iter().zip(segments) {
-        match part.strip_prefix('{').and_then(|p| p.strip_suffix('}')) {
+        match part
+            .strip_prefix('{')
+            .and_then(|inner| inner.strip_suffix('}'))
+        {
             Some(name) => {
                 let value = percent_decode(segment)?;
                 if value.is_empty() {
@@ -373,7 +380,8 @@ fn match_path(template: &'static str, segments: &[&str]) -> Option<Vec<(&'static
     Some(params)
 }
 
-/// Decodes `%XX` escapes; `None` for a bad escape or text that is not UTF-8.
+/// Decodes `%XX` escapes. Returns `None` for an escape without two hex digits or for a result
+/// that is not UTF-8.
 pub fn percent_decode(text: &str) -> Option<String> {
     let bytes = text.as_bytes();
     let mut out = Vec::with_capacity(bytes.len());
@@ -381,6 +389,10 @@ pub fn percent_decode(text: &str) -> Option<String> {
     while i < bytes.len() {
         if bytes[i] == b'%' {
             let hex = text.get(i + 1..i + 3)?;
+            // `from_str_radix` alone would also accept a sign, as in `%+1`.
+            if !hex.bytes().all(|byte| byte.is_ascii_hexdigit()) {
+                return None;
+            }
             out.push(u8::from_str_radix(hex, 16).ok()?);
             i += 3;
         } else {
@@ -395,7 +407,7 @@ pub fn percent_decode(text: &str) -> Option<String> {
 ///
 /// # Errors
 ///
-/// Returns 403 `forbidden` when the caller lacks the role, else the handler's error.
+/// Returns 403 `forbidden` when the caller lacks the role, or else the handler's error.
 pub fn run(found: &Found, call: &mut Call<'_>) -> Result<ApiResponse, ApiError> {
     let route = found.route;
     let allowed = match route.access {
@@ -409,6 +421,7 @@ pub fn run(found: &Found, call: &mut Call<'_>) -> Result<ApiResponse, ApiError> 
     (route.handler)(call)
 }
 
+/// Builds the 403 error that names the roles the route needs.
 fn forbidden(principal: &Principal, route: &Route) -> ApiError {
     let needed = match route.access {
         Access::Operator => "the operator role".to_owned(),
@@ -610,8 +623,8 @@ fn get_key(call: &mut Call<'_>) -> Result<ApiResponse, ApiError> {
     reply(StatusCode::OK, &view)
 }
 
-/// Reads the primary version's HSM object live from the token, so the answer shows what the
-/// HSM enforces rather than what the store claims.
+/// Reads the attributes of the primary version's HSM object from the HSM, so the response shows
+/// what the HSM enforces rather than what the store claims.
 fn hsm_object(key_store: &KeyStore, key: &KeyInfo) -> Result<HsmObjectView, ApiError> {
     let versions = key_store.store().versions(&key.domain_id, &key.key_id)?;
     let label = versions
@@ -634,7 +647,7 @@ fn hsm_object(key_store: &KeyStore, key: &KeyInfo) -> Result<HsmObjectView, ApiE
         ApiError::new(
             StatusCode::SERVICE_UNAVAILABLE,
             "hsm_unavailable",
-            format!("cannot read the attributes of HSM object {label}: {error}"),
+            format!("failed to read the attributes of HSM object {label}: {error}; check the HSM"),
         )
     })?;
     Ok(HsmObjectView {
@@ -711,6 +724,7 @@ fn list_versions(call: &mut Call<'_>) -> Result<ApiResponse, ApiError> {
     )
 }
 
+/// Parses the `{version}` path parameter, a number from 1.
 fn version_number(call: &Call<'_>) -> Result<u32, ApiError> {
     let text = call.param("version");
     text.parse::<u32>()
@@ -718,7 +732,7 @@ fn version_number(call: &Call<'_>) -> Result<u32, ApiError> {
         .filter(|number| *number >= 1)
         .ok_or_else(|| {
             ApiError::invalid(format!(
-                "version {text:?} is not a version number; versions count from 1"
+                "invalid version {text:?}: expected a whole number from 1"
             ))
         })
 }
@@ -774,7 +788,7 @@ fn policy_view(text: Option<String>) -> Result<ApiResponse, ApiError> {
     let policy = text
         .map(|text| serde_json::from_str(&text))
         .transpose()
-        .map_err(|error| ApiError::internal("a stored policy is not JSON", &error))?;
+        .map_err(|error| ApiError::internal("a stored policy is invalid JSON", &error))?;
     reply(StatusCode::OK, &PolicyView { policy })
 }
 
@@ -795,12 +809,12 @@ fn set_policy(call: &mut Call<'_>, key: Option<&str>) -> Result<ApiResponse, Api
     let request: PolicyView = call.json()?;
     let Some(document) = request.policy else {
         return Err(ApiError::invalid(
-            "the body needs a \"policy\" object; DELETE the policy to remove it",
+            "missing \"policy\" object in the body; to remove the policy, send DELETE instead",
         ));
     };
     let policy = Policy::parse(&document.to_string()).map_err(ApiError::invalid)?;
     let normalized = serde_json::to_string(&policy)
-        .map_err(|error| ApiError::internal("cannot encode the policy", &error))?;
+        .map_err(|error| ApiError::internal("failed to encode the policy as JSON", &error))?;
     let domain = call.domain().to_owned();
     call.key_store
         .store_mut()
@@ -930,16 +944,24 @@ fn key_store_setup(call: &mut Call<'_>) -> Result<ApiResponse, ApiError> {
     )
 }
 
+/// Maximum length of a self-service key name, in characters.
+const MAX_KEY_NAME_CHARS: usize = 256;
+
+/// Creates a software key from a key name and a registered external key store, and returns the
+/// AWS CLI command and Terraform resource that create the matching KMS key.
 fn self_service_key(call: &mut Call<'_>) -> Result<ApiResponse, ApiError> {
     let request: SelfServiceKeyRequest = call.json()?;
     let domain = call.domain().to_owned();
     let name = request.key_name.trim();
-    if name.is_empty() || name.len() > 256 || name.chars().any(char::is_control) {
+    let name_chars = name.chars().count();
+    if name_chars == 0 || name_chars > MAX_KEY_NAME_CHARS || name.chars().any(char::is_control) {
         return Err(ApiError::invalid(format!(
-            "key name {:?} must be 1 to 256 characters without control characters",
+            "invalid key name {:?}: use 1 to {MAX_KEY_NAME_CHARS} characters and no control \
+             characters",
             request.key_name
         )));
     }
+
     let row = call
         .key_store
         .store()
@@ -956,6 +978,7 @@ fn self_service_key(call: &mut Call<'_>) -> Result<ApiResponse, ApiError> {
             key.key_id
         )));
     }
+
     let description = format!(
         "{name} (self-service, custom key store {})",
         row.custom_key_store_id
@@ -971,6 +994,7 @@ fn self_service_key(call: &mut Call<'_>) -> Result<ApiResponse, ApiError> {
         protection: Protection::Software,
         rotation_period_secs: None,
     })?;
+
     let custom_key_store_id = row.custom_key_store_id.clone();
     let instructions =
         kms_setup::create_key_instructions(&external_key_store(row), &key.key_id, &description);
@@ -1009,8 +1033,9 @@ fn list_principals(call: &mut Call<'_>) -> Result<ApiResponse, ApiError> {
     )
 }
 
-/// Whether the caller may manage a principal with these roles: operators always; domain admins
-/// when every role is a non-operator role in a domain they administer.
+/// Returns whether the caller may manage a principal with these roles. Operators may manage
+/// any principal. Domain admins may manage a principal with at least one role, when every role
+/// is a non-operator role in a domain that they administer.
 fn may_manage(caller: &Principal, roles: &[RoleRow]) -> bool {
     caller.is_operator()
         || (!roles.is_empty()
@@ -1023,22 +1048,24 @@ fn may_manage(caller: &Principal, roles: &[RoleRow]) -> bool {
             }))
 }
 
-/// Loads the principal of the path; callers other than the principal itself need the right to
-/// manage it. Unknown principals and ones the caller may not see both answer 404 for
-/// non-operators, so names cannot be probed.
+/// Loads the principal named in the path, if the caller may act on it. The caller must be
+/// allowed to manage it (see [`may_manage`]), or be that principal itself when `allow_self`.
+///
+/// NOTE: an unknown principal gets 404 and a known one that the caller may not manage gets 403,
+/// so a domain admin, key creator or auditor can tell which principal names exist.
 fn target_principal(call: &Call<'_>, allow_self: bool) -> Result<PrincipalRow, ApiError> {
     let name = call.param("principal");
-    let hidden = || ApiError::not_found(format!("principal {name:?} not found"));
     let row = match call.key_store.store().principal(name) {
         Ok(row) => row,
-        Err(crate::keystore::store::StoreError::NotFound(_)) => return Err(hidden()),
+        Err(crate::keystore::store::StoreError::NotFound(_)) => {
+            return Err(ApiError::not_found(format!("principal {name:?} not found")));
+        }
         Err(error) => return Err(error.into()),
     };
+
     let is_self = call.principal.name.as_deref() == Some(name);
     if (allow_self && is_self) || may_manage(call.principal, &row.roles) {
         Ok(row)
-    } else if call.principal.is_operator() {
-        Err(hidden())
     } else {
         Err(ApiError::forbidden(format!(
             "{} may not manage principal {name:?}: that needs the domain-admin role in every \
@@ -1048,42 +1075,48 @@ fn target_principal(call: &Call<'_>, allow_self: bool) -> Result<PrincipalRow, A
     }
 }
 
+/// Maximum length of a principal name, in characters.
+const MAX_PRINCIPAL_NAME_CHARS: usize = 64;
+
 fn validate_principal_name(name: &str) -> Result<(), ApiError> {
     let valid = !name.is_empty()
-        && name.len() <= 64
-        && name.bytes().all(|b| {
-            b.is_ascii_lowercase() || b.is_ascii_digit() || matches!(b, b'.' | b'_' | b'@' | b'-')
+        && name.len() <= MAX_PRINCIPAL_NAME_CHARS
+        && name.bytes().all(|byte| {
+            byte.is_ascii_lowercase()
+                || byte.is_ascii_digit()
+                || matches!(byte, b'.' | b'_' | b'@' | b'-')
         });
     if valid {
         Ok(())
     } else {
         Err(ApiError::invalid(format!(
-            "principal name {name:?} must be 1 to 64 characters of a-z, 0-9, '.', '_', '@' and '-'"
+            "invalid principal name {name:?}: use 1 to {MAX_PRINCIPAL_NAME_CHARS} characters of \
+             a-z, 0-9, '.', '_', '@' and '-'"
         )))
     }
 }
 
-fn create_principal(call: &mut Call<'_>) -> Result<ApiResponse, ApiError> {
-    let request: CreatePrincipalRequest = call.json()?;
-    validate_principal_name(&request.name)?;
-    if request.roles.is_empty() {
+/// Validates the requested roles and returns them as sorted rows without duplicates.
+fn role_rows(requested: &[RoleView]) -> Result<Vec<RoleRow>, ApiError> {
+    if requested.is_empty() {
         return Err(ApiError::invalid(
-            "a principal needs at least one role, such as {\"role\": \"key-creator\", \"domain\": \"acme\"}",
+            "missing roles: a principal needs at least one, such as \
+             {\"role\": \"key-creator\", \"domain\": \"acme\"}",
         ));
     }
     let mut roles = Vec::new();
-    for view in &request.roles {
+    for view in requested {
         let role = Role::parse(&view.role).map_err(ApiError::invalid)?;
         match (role, &view.domain) {
             (Role::Operator, Some(_)) => {
                 return Err(ApiError::invalid(
-                    "the operator role applies to every domain; give it without a domain",
+                    "the operator role applies to every domain, so give it without a domain",
                 ));
             }
             (Role::Operator, None) => {}
             (_, None) => {
                 return Err(ApiError::invalid(format!(
-                    "role {} needs a domain",
+                    "missing domain for role {}: give the domain it applies to",
                     role.as_str()
                 )));
             }
@@ -1098,6 +1131,13 @@ fn create_principal(call: &mut Call<'_>) -> Result<ApiResponse, ApiError> {
     }
     roles.sort();
     roles.dedup();
+    Ok(roles)
+}
+
+fn create_principal(call: &mut Call<'_>) -> Result<ApiResponse, ApiError> {
+    let request: CreatePrincipalRequest = call.json()?;
+    validate_principal_name(&request.name)?;
+    let roles = role_rows(&request.roles)?;
     if !may_manage(call.principal, &roles) {
         return Err(ApiError::forbidden(format!(
             "{} may not grant these roles: domain admins grant domain-admin, key-creator and \
@@ -1141,34 +1181,43 @@ fn list_tokens(call: &mut Call<'_>) -> Result<ApiResponse, ApiError> {
     )
 }
 
-/// Longest token lifetime in days.
+/// Maximum token lifetime in days.
 const MAX_TOKEN_DAYS: u32 = 3650;
+
+/// Maximum length of a token description, in characters.
+const MAX_TOKEN_DESCRIPTION_CHARS: usize = 256;
 
 fn create_token(call: &mut Call<'_>) -> Result<ApiResponse, ApiError> {
     let request: CreateTokenRequest = call.json()?;
     let row = target_principal(call, true)?;
+
     let now = unix_now();
     let expires_at = match request.expires_in_days {
         None => None,
         Some(days @ 1..=MAX_TOKEN_DAYS) => Some(now + i64::from(days) * 86_400),
         Some(days) => {
             return Err(ApiError::invalid(format!(
-                "expiresInDays {days} is out of range: give 1 to {MAX_TOKEN_DAYS}, or leave it out for no expiry"
+                "expiresInDays {days} is out of range: give 1 to {MAX_TOKEN_DAYS}, or leave it \
+                 out for no expiry"
             )));
         }
     };
     let description = request.description.unwrap_or_default();
-    if description.len() > 256 || description.chars().any(char::is_control) {
-        return Err(ApiError::invalid(
-            "the description must be at most 256 characters without control characters",
-        ));
+    if description.chars().count() > MAX_TOKEN_DESCRIPTION_CHARS
+        || description.chars().any(char::is_control)
+    {
+        return Err(ApiError::invalid(format!(
+            "invalid description: use at most {MAX_TOKEN_DESCRIPTION_CHARS} characters and no \
+             control characters"
+        )));
     }
-    let made = token::generate()
-        .map_err(|error| ApiError::internal("cannot draw random bytes", &error))?;
+
+    let new_token = token::generate()
+        .map_err(|error| ApiError::internal("failed to generate random bytes", &error))?;
     let stored = TokenRow {
-        id: made.id.clone(),
+        id: new_token.id.clone(),
         principal: row.name,
-        digest: made.digest.to_vec(),
+        digest: new_token.digest.to_vec(),
         description,
         created_at: now,
         expires_at,
@@ -1180,7 +1229,7 @@ fn create_token(call: &mut Call<'_>) -> Result<ApiResponse, ApiError> {
         StatusCode::CREATED,
         &CreatedToken {
             info: TokenView::new(&stored, now),
-            token: made.text.as_str().to_owned(),
+            token: new_token.text.as_str().to_owned(),
         },
     )
 }
@@ -1202,11 +1251,15 @@ fn revoke_token(call: &mut Call<'_>) -> Result<ApiResponse, ApiError> {
 
 // Audit ----------------------------------------------------------------------------------------
 
-/// Default and largest number of audit records returned.
-const AUDIT_LIMIT: (usize, usize) = (100, 1000);
+/// Number of audit records returned when the query gives no `limit`.
+const DEFAULT_AUDIT_LIMIT: usize = 100;
 
+/// Maximum `limit` of audit records per request.
+const MAX_AUDIT_LIMIT: usize = 1000;
+
+/// Parses the query of an audit request, which may contain only `limit`.
 fn audit_limit(query: &str) -> Result<usize, ApiError> {
-    let mut limit = AUDIT_LIMIT.0;
+    let mut limit = DEFAULT_AUDIT_LIMIT;
     for pair in query.split('&').filter(|pair| !pair.is_empty()) {
         let (name, value) = pair.split_once('=').unwrap_or((pair, ""));
         if name != "limit" {
@@ -1217,11 +1270,10 @@ fn audit_limit(query: &str) -> Result<usize, ApiError> {
         limit = value
             .parse::<usize>()
             .ok()
-            .filter(|limit| (1..=AUDIT_LIMIT.1).contains(limit))
+            .filter(|limit| (1..=MAX_AUDIT_LIMIT).contains(limit))
             .ok_or_else(|| {
                 ApiError::invalid(format!(
-                    "limit {value:?} must be a whole number from 1 to {}",
-                    AUDIT_LIMIT.1
+                    "invalid limit {value:?}: expected a whole number from 1 to {MAX_AUDIT_LIMIT}"
                 ))
             })?;
     }
@@ -1234,19 +1286,38 @@ fn audit_records(
 ) -> Result<ApiResponse, ApiError> {
     let limit = audit_limit(call.query)?;
     let records = crate::audit::chain::recent_records(&call.settings.audit_dir, limit, keep)
-        .map_err(|error| ApiError::internal("cannot read the audit log", &error))?;
+        .map_err(|error| ApiError::internal("failed to read the audit log", &error))?;
     reply(StatusCode::OK, &AuditRecords { records })
 }
 
 fn domain_audit(call: &mut Call<'_>) -> Result<ApiResponse, ApiError> {
     call.key_store.store().domain(call.domain())?;
     let domain = call.domain().to_owned();
-    audit_records(call, |record| {
-        record["domain"] == domain.as_str()
-            || record["target"]
-                .as_str()
-                .is_some_and(|target| target == domain || target.starts_with(&format!("{domain}/")))
-    })
+    audit_records(call, |record| is_domain_record(record, &domain))
+}
+
+/// Returns whether an audit record belongs to `domain`: an XKS record of the domain, or an
+/// admin record of a route under `/v1/domains/{domain}` whose target starts with the domain.
+///
+/// Admin records of other routes are left out even when their target matches, because the
+/// target of a principal route is a principal name, which may equal a domain id.
+fn is_domain_record(record: &serde_json::Value, domain: &str) -> bool {
+    if record["domain"] == domain {
+        return true;
+    }
+    let Some(target) = record["target"].as_str() else {
+        return false;
+    };
+    let in_domain = target == domain
+        || target
+            .strip_prefix(domain)
+            .is_some_and(|rest| rest.starts_with('/'));
+    in_domain
+        && record["operation"].as_str().is_some_and(|operation| {
+            ROUTES.iter().any(|route| {
+                route.action == operation && route.path.starts_with("/v1/domains/{domain}")
+            })
+        })
 }
 
 fn all_audit(call: &mut Call<'_>) -> Result<ApiResponse, ApiError> {
@@ -1258,7 +1329,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn paths_match_with_parameters_and_methods() {
+    fn find_decodes_params_and_lists_methods() {
         let found = find(&Method::POST, "/v1/domains/acme/keys/k%2E1/rotate").expect("route");
         assert_eq!(found.route.operation_id, "rotateKey");
         assert_eq!(found.target(), "acme/k.1");
@@ -1272,6 +1343,7 @@ mod tests {
             "/v1/domains/acme/nope",
             "/v1/domains//keys",
             "/v1/domains/%zz",
+            "/v1/domains/%+1",
         ] {
             assert_eq!(
                 find(&Method::GET, path).err(),
@@ -1295,7 +1367,7 @@ mod tests {
     }
 
     #[test]
-    fn domain_admins_manage_only_principals_of_their_domains() {
+    fn may_manage_only_own_domains() {
         let admin = Principal {
             audit_name: "token:a".to_owned(),
             name: Some("a".to_owned()),
@@ -1322,12 +1394,33 @@ mod tests {
     }
 
     #[test]
-    fn audit_limits_are_checked() {
+    fn audit_limit_bounds() {
         assert_eq!(audit_limit(""), Ok(100));
         assert_eq!(audit_limit("limit=5"), Ok(5));
+        assert_eq!(audit_limit("limit=1000"), Ok(1000));
         assert!(audit_limit("limit=0").is_err());
         assert!(audit_limit("limit=1001").is_err());
         assert!(audit_limit("limit=x").is_err());
         assert!(audit_limit("since=1").is_err());
+    }
+
+    #[test]
+    fn domain_records_by_domain_or_target() {
+        let xks = serde_json::json!({"operation": "Encrypt", "domain": "acme"});
+        let key = serde_json::json!({"operation": "key create", "target": "acme/k1"});
+        let domain = serde_json::json!({"operation": "domain disable", "target": "acme"});
+        assert!(is_domain_record(&xks, "acme"));
+        assert!(is_domain_record(&key, "acme"));
+        assert!(is_domain_record(&domain, "acme"));
+    }
+
+    #[test]
+    fn domain_records_exclude_others() {
+        let other = serde_json::json!({"operation": "key create", "target": "acme-2/k1"});
+        let principal = serde_json::json!({"operation": "principal delete", "target": "acme"});
+        let token = serde_json::json!({"operation": "token revoke", "target": "acme/0123"});
+        assert!(!is_domain_record(&other, "acme"));
+        assert!(!is_domain_record(&principal, "acme"));
+        assert!(!is_domain_record(&token, "acme"));
     }
 }

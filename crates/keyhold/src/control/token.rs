@@ -1,8 +1,9 @@
-//! Admin API bearer tokens: `khat_<id>_<secret>`, stored as a SHA-256 digest of the whole token.
+//! Admin API bearer tokens of the form `khat_<id>_<secret>`, stored as a SHA-256 digest of the
+//! whole token.
 //!
-//! The id is public (it names the token in lists and audit records); the secret carries 256
-//! random bits, so a plain digest is enough and no slow hash is needed. A presented token is
-//! found by its id and its digest compared in constant time.
+//! The id is public, because it names the token in lists and audit records. The secret has 256
+//! random bits, so a plain digest is enough and no slow password hash is needed. The server
+//! looks up a presented token by its id and compares its digest in constant time.
 
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
@@ -11,20 +12,23 @@ use zeroize::Zeroizing;
 
 use crate::crypto::{self, CryptoError};
 
-/// Prefix of every admin token, so leaked tokens are easy to find in logs and repositories.
+/// Prefix of every admin token, which makes leaked tokens easy to find in logs and repositories.
 pub const TOKEN_PREFIX: &str = "khat_";
 
+/// Random bytes in the id, which is written as 16 lowercase hex digits.
 const ID_BYTES: usize = 8;
+/// Random bytes in the secret.
 const SECRET_BYTES: usize = 32;
+/// Length of the secret in unpadded URL-safe base64: 32 bytes need 43 characters.
 const SECRET_CHARS: usize = 43;
 
-/// A freshly made token: the text is shown once and then dropped.
+/// Newly generated token. The caller shows its text once and then drops it.
 pub struct NewToken {
-    /// Public id.
+    /// Public token id.
     pub id: String,
-    /// The whole token, zeroized on drop.
+    /// Whole token text, zeroized on drop.
     pub text: Zeroizing<String>,
-    /// SHA-256 of the whole token, the only form stored.
+    /// SHA-256 digest of the whole token, the only form that the store keeps.
     pub digest: [u8; 32],
 }
 
@@ -36,7 +40,7 @@ impl std::fmt::Debug for NewToken {
     }
 }
 
-/// Makes a new random token.
+/// Generates a new random token and its digest.
 ///
 /// # Errors
 ///
@@ -55,7 +59,8 @@ pub fn generate() -> Result<NewToken, CryptoError> {
     Ok(NewToken { id, text, digest })
 }
 
-/// Splits a presented token into its id, or `None` when it does not have the token's shape.
+/// Returns the id of a presented token, or `None` when the text does not have the form
+/// `khat_<16 hex digits>_<43 base64url characters>`.
 pub fn id_of(token: &str) -> Option<&str> {
     let rest = token.strip_prefix(TOKEN_PREFIX)?;
     let (id, secret) = rest.split_once('_')?;
@@ -70,7 +75,7 @@ pub fn id_of(token: &str) -> Option<&str> {
     (id_ok && secret_ok).then_some(id)
 }
 
-/// Whether `token` hashes to `stored`, compared in constant time.
+/// Returns whether the SHA-256 digest of `token` equals `stored`, compared in constant time.
 pub fn matches(token: &str, stored: &[u8]) -> bool {
     let digest = crypto::sha256(token.as_bytes());
     stored.len() == digest.len() && bool::from(digest.ct_eq(stored))
@@ -81,7 +86,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn generated_tokens_parse_and_match_only_their_digest() {
+    fn generated_token_round_trip() {
         let token = generate().expect("random");
         assert_eq!(id_of(&token.text), Some(token.id.as_str()));
         assert!(matches(&token.text, &token.digest));
@@ -93,7 +98,7 @@ mod tests {
     }
 
     #[test]
-    fn malformed_tokens_have_no_id() {
+    fn malformed_token_has_no_id() {
         let token = generate().expect("random");
         let text = token.text.as_str();
         for bad in [
@@ -111,7 +116,7 @@ mod tests {
     }
 
     #[test]
-    fn debug_output_hides_the_token() {
+    fn debug_output_hides_token() {
         let token = generate().expect("random");
         let shown = format!("{token:?}");
         assert!(!shown.contains(token.text.as_str()));

@@ -1,5 +1,6 @@
-//! Request and response bodies of the admin API. Their JSON Schemas in `/openapi.json` are
+//! Request and response bodies of the admin API. The JSON Schemas in `/openapi.json` are
 //! derived from these types, so the document cannot drift from what the handlers read and write.
+//! The doc comments of these types become the schema descriptions.
 
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
@@ -8,7 +9,7 @@ use crate::keystore::format_time;
 use crate::keystore::model::{CredentialInfo, Domain, KeyInfo, StoredVersion};
 use crate::keystore::store::{KeyStoreRow, PrincipalRow, TokenRow};
 
-/// A domain.
+/// Domain: a tenant with its own XKS path, credentials and keys.
 #[derive(Debug, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct DomainView {
@@ -45,14 +46,14 @@ impl DomainView {
     }
 }
 
-/// The domains visible to the caller.
+/// Domains in which the caller has a role, or every domain for operators.
 #[derive(Debug, Serialize, Deserialize, ToSchema)]
 pub struct DomainList {
     /// Domains sorted by id.
     pub domains: Vec<DomainView>,
 }
 
-/// Creates a domain.
+/// Request to create a domain.
 #[derive(Debug, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct CreateDomainRequest {
@@ -71,7 +72,7 @@ pub struct CreateDomainRequest {
     pub quota_rps: Option<u32>,
 }
 
-/// A SigV4 credential, without its secret.
+/// SigV4 credential of a domain, without its secret.
 #[derive(Debug, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct CredentialView {
@@ -113,49 +114,49 @@ pub struct CredentialList {
     pub credentials: Vec<CredentialView>,
 }
 
-/// The AWS KMS proxy configuration file's credential part.
+/// Credential part of the proxy configuration file for AWS KMS.
 #[derive(Debug, Serialize, Deserialize, ToSchema)]
 pub struct ProxyCredential {
     /// Access key id.
     #[serde(rename = "AccessKeyId")]
     pub access_key_id: String,
-    /// The secret, shown only in this response.
+    /// Secret access key, shown only in this response.
     #[serde(rename = "RawSecretAccessKey")]
     pub raw_secret_access_key: String,
 }
 
-/// The proxy configuration file that the AWS KMS console accepts.
+/// Proxy configuration file in the format that the AWS KMS console accepts.
 #[derive(Debug, Serialize, Deserialize, ToSchema)]
 pub struct ProxyConfiguration {
-    /// The domain's XKS base path.
+    /// XKS base path of the domain.
     #[serde(rename = "XksProxyUriPath")]
     pub xks_proxy_uri_path: String,
-    /// The credential.
+    /// SigV4 credential that AWS KMS signs its requests with.
     #[serde(rename = "XksProxyAuthenticationCredential")]
     pub xks_proxy_authentication_credential: ProxyCredential,
 }
 
-/// A new credential with its secret, shown this once.
+/// New credential with its secret. This response is the only place the secret appears.
 #[derive(Debug, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct CreatedCredential {
-    /// The credential.
+    /// Credential without its secret.
     pub credential: CredentialView,
     /// Proxy configuration file for the AWS KMS console, including the secret.
     pub proxy_configuration: ProxyConfiguration,
 }
 
-/// An external key.
+/// External key, the XKS key that an AWS KMS key refers to.
 #[derive(Debug, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct KeyView {
     /// Owning domain.
     pub domain_id: String,
-    /// The XKS external key id.
+    /// XKS external key id.
     pub key_id: String,
     /// Name shown to people.
     pub name: String,
-    /// Free text.
+    /// Description in free text.
     pub description: String,
     /// `ENABLED`, `DISABLED`, `PENDING_DELETION` or `DESTROYED`.
     pub status: String,
@@ -173,25 +174,25 @@ pub struct KeyView {
     /// Automatic rotation period in seconds.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub rotation_period_secs: Option<i64>,
-    /// When the key is destroyed, RFC 3339, while pending deletion.
+    /// Time of the scheduled destruction, RFC 3339, while the key is pending deletion.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub deletion_at: Option<String>,
     /// Whether the key has its own secondary authorization policy.
     pub has_policy: bool,
     /// Creation time, RFC 3339.
     pub created_at: String,
-    /// For `hsm` keys shown one at a time: the primary version's HSM object and the
-    /// attributes the HSM reports for it.
+    /// HSM object of the primary version, with the attributes that the HSM reports for it.
+    /// Present for `hsm` keys that are not destroyed, in responses about one key but not in lists.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub hsm_object: Option<HsmObjectView>,
 }
 
-/// An HSM object holding key material, with attributes read from the HSM.
+/// HSM object that contains key material, with attributes read from the HSM.
 #[derive(Debug, Serialize, Deserialize, ToSchema)]
 pub struct HsmObjectView {
     /// `CKA_LABEL`.
     pub label: String,
-    /// `CKA_EXTRACTABLE`: false means the material cannot leave the HSM.
+    /// `CKA_EXTRACTABLE`. When false, the material cannot leave the HSM.
     pub extractable: bool,
     /// `CKA_SENSITIVE`.
     pub sensitive: bool,
@@ -227,30 +228,30 @@ pub struct KeyList {
     pub keys: Vec<KeyView>,
 }
 
-/// Creates a key.
+/// Request to create a key.
 #[derive(Debug, Default, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct CreateKeyRequest {
-    /// External key id: 1 to 128 characters of A-Z, a-z, 0-9, '.', '_' and '-'; a random
+    /// External key id of 1 to 128 characters of A-Z, a-z, 0-9, '.', '_' and '-'. A random
     /// UUID when absent.
     #[serde(default)]
     pub key_id: Option<String>,
     /// Name shown to people; defaults to the key id.
     #[serde(default)]
     pub name: Option<String>,
-    /// Free text.
+    /// Description in free text.
     #[serde(default)]
     pub description: Option<String>,
-    /// `ENCRYPT`, `DECRYPT` or both (the default); AWS KMS needs both.
+    /// `ENCRYPT`, `DECRYPT` or both (the default). AWS KMS needs both.
     #[serde(default)]
     pub usage: Option<Vec<String>>,
     /// `software` (the default) or `hsm`.
     #[serde(default)]
     pub protection: Option<String>,
-    /// Allow only this KMS key ARN.
+    /// KMS key ARN that alone may use the key.
     #[serde(default)]
     pub bind_kms_key_arn: Option<String>,
-    /// Bind to the first KMS key ARN that uses the key.
+    /// Whether to bind the key to the first KMS key ARN that uses it.
     #[serde(default)]
     pub bind_on_first_use: Option<bool>,
     /// Automatic rotation period such as `90d` or `12h`.
@@ -258,7 +259,7 @@ pub struct CreateKeyRequest {
     pub rotation_period: Option<String>,
 }
 
-/// One key version.
+/// Key version.
 #[derive(Debug, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct VersionView {
@@ -291,16 +292,16 @@ pub struct VersionList {
     pub versions: Vec<VersionView>,
 }
 
-/// Sets or turns off automatic rotation.
+/// Request to set or turn off automatic rotation.
 #[derive(Debug, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RotationRequest {
-    /// A period such as `90d` or `12h` (at least an hour), or `off`.
+    /// Period such as `90d` or `12h` (at least an hour), or `off`.
     #[schema(example = "90d", pattern = "^([0-9]{1,6}[dh]|off)$")]
     pub period: String,
 }
 
-/// Schedules a key's deletion.
+/// Request to schedule the deletion of a key.
 #[derive(Debug, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ScheduleDeletionRequest {
@@ -309,46 +310,47 @@ pub struct ScheduleDeletionRequest {
     pub days: u32,
 }
 
-/// Destroys a version's material for good.
+/// Request to destroy the material of a key version for good.
 #[derive(Debug, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct DestroyVersionRequest {
-    /// Must be `true`: the version's ciphertexts can never be decrypted again.
+    /// Confirmation, which must be `true`, because the version's ciphertexts can never be
+    /// decrypted again.
     #[schema(example = true)]
     pub confirm: bool,
 }
 
-/// A secondary authorization policy, or none.
+/// Secondary authorization policy, or none.
 #[derive(Debug, Serialize, Deserialize, ToSchema)]
 pub struct PolicyView {
-    /// The policy document; `null` allows every authenticated request.
+    /// Policy document. `null` means no policy, so every authenticated request is allowed.
     #[schema(value_type = Option<Object>)]
     pub policy: Option<serde_json::Value>,
 }
 
-/// One role of a principal.
+/// Role of a principal.
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RoleView {
     /// `operator`, `domain-admin`, `key-creator` or `auditor`.
     #[schema(example = "key-creator")]
     pub role: String,
-    /// The domain; absent for `operator`, required for the others.
+    /// Domain that the role applies to. Absent for `operator` and required for the others.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub domain: Option<String>,
 }
 
-/// An admin API principal.
+/// Admin API principal: a named identity with roles, which authenticates with tokens.
 #[derive(Debug, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct PrincipalView {
     /// Unique name.
     pub name: String,
-    /// Its roles.
+    /// Roles of the principal.
     pub roles: Vec<RoleView>,
     /// Creation time, RFC 3339.
     pub created_at: String,
-    /// Who created it.
+    /// Audit name of the principal that created it.
     pub created_by: String,
 }
 
@@ -371,40 +373,42 @@ impl PrincipalView {
     }
 }
 
-/// Principals.
+/// List of principals.
 #[derive(Debug, Serialize, Deserialize, ToSchema)]
 pub struct PrincipalList {
     /// Principals sorted by name.
     pub principals: Vec<PrincipalView>,
 }
 
-/// Creates a principal.
+/// Request to create a principal.
 #[derive(Debug, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct CreatePrincipalRequest {
-    /// Unique name: 1 to 64 characters of a-z, 0-9, '.', '_', '@' and '-'.
+    /// Unique name of 1 to 64 characters of a-z, 0-9, '.', '_', '@' and '-'.
     #[schema(example = "alice", pattern = "^[a-z0-9._@-]{1,64}$")]
     pub name: String,
-    /// Roles; at least one.
+    /// Roles, at least one.
     pub roles: Vec<RoleView>,
 }
 
-/// The caller.
+/// Name and roles of the caller.
 #[derive(Debug, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct Whoami {
     /// Name in audit records.
     pub audit_name: String,
-    /// Roles.
+    /// Roles of the caller.
     pub roles: Vec<RoleView>,
 }
 
-/// Creates a bearer token.
+/// Request to create a bearer token.
 #[derive(Debug, Default, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct CreateTokenRequest {
-    /// Free text, such as where the token is used.
+    /// Description in free text, such as where the token is used: at most 256 characters and
+    /// no control characters.
     #[serde(default)]
+    #[schema(max_length = 256)]
     pub description: Option<String>,
     /// Days until the token expires, 1 to 3650; no expiry when absent.
     #[serde(default)]
@@ -412,27 +416,27 @@ pub struct CreateTokenRequest {
     pub expires_in_days: Option<u32>,
 }
 
-/// A bearer token, without the token itself.
+/// Record of a bearer token, without the token itself.
 #[derive(Debug, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct TokenView {
     /// Public token id.
     pub id: String,
-    /// Owner.
+    /// Name of the principal that owns the token.
     pub principal: String,
-    /// Free text.
+    /// Description in free text.
     pub description: String,
     /// `ACTIVE`, `EXPIRED` or `REVOKED`.
     pub status: String,
     /// Creation time, RFC 3339.
     pub created_at: String,
-    /// Expiry, RFC 3339.
+    /// Expiry time, RFC 3339.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub expires_at: Option<String>,
     /// Revocation time, RFC 3339.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub revoked_at: Option<String>,
-    /// Last use, RFC 3339, to the minute.
+    /// Time of the last successful use, RFC 3339. The server updates it at most once a minute.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub last_used_at: Option<String>,
 }
@@ -467,17 +471,17 @@ pub struct TokenList {
     pub tokens: Vec<TokenView>,
 }
 
-/// A new token, shown this once.
+/// New bearer token with its record. This response is the only place the token appears.
 #[derive(Debug, Serialize, Deserialize, ToSchema)]
 pub struct CreatedToken {
-    /// The token's record.
+    /// Record of the token.
     #[serde(flatten)]
     pub info: TokenView,
-    /// The bearer token; only its digest is stored.
+    /// Bearer token. The server stores only its SHA-256 digest.
     pub token: String,
 }
 
-/// A registered AWS KMS external key store.
+/// AWS KMS external key store registered for a domain.
 #[derive(Debug, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct KeyStoreView {
@@ -514,7 +518,7 @@ pub struct KeyStoreList {
     pub key_stores: Vec<KeyStoreView>,
 }
 
-/// Registers an AWS KMS external key store.
+/// Request to register an AWS KMS external key store.
 #[derive(Debug, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct RegisterKeyStoreRequest {
@@ -532,7 +536,8 @@ pub struct RegisterKeyStoreRequest {
     pub account_id: String,
 }
 
-/// Self-service key creation: a key name and an external key store name, nothing else.
+/// Request to create a key by self-service: a key name and an external key store name, nothing
+/// else.
 #[derive(Debug, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct SelfServiceKeyRequest {
@@ -544,27 +549,29 @@ pub struct SelfServiceKeyRequest {
     pub key_store: String,
 }
 
-/// A key made through self-service, with what creates the matching KMS key.
+/// Key created by self-service, with the command and Terraform resource that create the
+/// matching KMS key.
 #[derive(Debug, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct SelfServiceKey {
-    /// The external key.
+    /// External key.
     pub key: KeyView,
-    /// The id to give AWS KMS as `--xks-key-id`.
+    /// Id to give AWS KMS as `--xks-key-id`.
     pub xks_key_id: String,
-    /// The custom key store the KMS key belongs to.
+    /// Custom key store that the KMS key belongs to.
     pub custom_key_store_id: String,
-    /// The `aws kms create-key` command.
+    /// `aws kms create-key` command.
     pub aws_cli: String,
-    /// The equivalent Terraform resource.
+    /// Equivalent Terraform resource.
     pub terraform: String,
 }
 
-/// What connects an AWS KMS external key store to this domain.
+/// Configuration file, commands and template that connect an AWS KMS external key store to
+/// this domain.
 #[derive(Debug, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct KeyStoreSetupView {
-    /// Proxy configuration file for the AWS KMS console; the secret is a placeholder.
+    /// Proxy configuration file for the AWS KMS console, with a placeholder for the secret.
     #[schema(value_type = Object)]
     pub proxy_configuration_file: serde_json::Value,
     /// `aws kms create-custom-key-store` with public endpoint connectivity.
@@ -573,7 +580,7 @@ pub struct KeyStoreSetupView {
     pub vpc_endpoint_service_command: String,
     /// CloudFormation template of the VPC endpoint service in the customer's account.
     pub vpc_endpoint_service_template: String,
-    /// What to check before using these, such as an endpoint that is not on port 443.
+    /// Warnings to check before using the setup, such as an endpoint that is not on port 443.
     pub warnings: Vec<String>,
 }
 
@@ -585,18 +592,18 @@ pub struct AuditRecords {
     pub records: Vec<serde_json::Value>,
 }
 
-/// An admin API error.
+/// Admin API error body.
 #[derive(Debug, Serialize, Deserialize, ToSchema)]
 pub struct ErrorBody {
-    /// The error.
+    /// Error code and message.
     pub error: ErrorDetail,
 }
 
-/// What failed.
+/// Code and message of an admin API error.
 #[derive(Debug, Serialize, Deserialize, ToSchema)]
 pub struct ErrorDetail {
     /// Stable code such as `not_found` or `forbidden`.
     pub code: String,
-    /// What failed and what to do next.
+    /// Message that says what failed and what to do next.
     pub message: String,
 }

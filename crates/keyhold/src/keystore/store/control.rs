@@ -1,14 +1,15 @@
 //! Control-plane rows: admin API principals with their role grants and bearer tokens, and the
 //! AWS KMS external key stores registered for each domain.
 //!
-//! Tokens are stored as SHA-256 digests only. None of these changes increment the revision:
-//! the XKS snapshot does not contain them, and the admin API reads them on every request.
+//! Tokens are stored as SHA-256 digests only. None of these changes increment the revision,
+//! because the XKS snapshot does not contain these rows and the admin API reads them on every
+//! request.
 
 use rusqlite::{OptionalExtension as _, params};
 
 use super::{Store, StoreError, domain_exists};
 
-/// Schema added in version 2.
+/// Tables added in schema version 2.
 pub(super) const SCHEMA_V2: &str = "
 CREATE TABLE principals (
     name TEXT PRIMARY KEY,
@@ -45,50 +46,51 @@ CREATE TABLE external_key_stores (
 );
 ";
 
-/// One role of a principal; `domain` is `None` only for `operator`.
+/// Role of a principal as stored. `domain` is `None` only for `operator`.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
 pub struct RoleRow {
     /// `operator`, `domain-admin`, `key-creator` or `auditor`.
     pub role: String,
-    /// The domain the role applies to.
+    /// Domain that the role applies to.
     pub domain: Option<String>,
 }
 
-/// A principal as stored.
+/// Principal as stored.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PrincipalRow {
     /// Unique name.
     pub name: String,
-    /// Its roles, sorted.
+    /// Roles of the principal, sorted.
     pub roles: Vec<RoleRow>,
     /// Creation time, Unix seconds.
     pub created_at: i64,
-    /// Who created it.
+    /// Audit name of the principal that created it.
     pub created_by: String,
 }
 
-/// A bearer token as stored: never the token itself, only its digest.
+/// Bearer token as stored: its digest, never the token itself.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TokenRow {
-    /// Public token id, also the token's prefix.
+    /// Public token id, the `<id>` part of `khat_<id>_<secret>`.
     pub id: String,
-    /// Owner.
+    /// Name of the principal that owns the token.
     pub principal: String,
-    /// SHA-256 of the whole token.
+    /// SHA-256 digest of the whole token.
     pub digest: Vec<u8>,
-    /// Free text.
+    /// Description in free text.
     pub description: String,
     /// Creation time, Unix seconds.
     pub created_at: i64,
-    /// Expiry, Unix seconds; `None` never expires.
+    /// Expiry time in Unix seconds, or `None` for a token that never expires.
     pub expires_at: Option<i64>,
     /// Revocation time, Unix seconds.
     pub revoked_at: Option<i64>,
-    /// Last successful use, Unix seconds, updated at most once a minute.
+    /// Last successful use, Unix seconds. [`Store::touch_token`] updates it at most once a
+    /// minute, so it may lag the real last use by up to 60 seconds.
     pub last_used_at: Option<i64>,
 }
 
-/// An AWS KMS external key store registered for a domain.
+/// AWS KMS external key store registered for a domain.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct KeyStoreRow {
     /// Owning domain.
@@ -114,12 +116,12 @@ impl Store {
     /// [`StoreError::NotFound`] when a role names a missing domain.
     pub fn create_principal(&mut self, principal: &PrincipalRow) -> Result<(), StoreError> {
         let tx = self.conn.transaction()?;
-        let taken: bool = tx.query_row(
+        let name_taken: bool = tx.query_row(
             "SELECT EXISTS (SELECT 1 FROM principals WHERE name = ?1)",
             [&principal.name],
             |row| row.get(0),
         )?;
-        if taken {
+        if name_taken {
             return Err(StoreError::AlreadyExists(format!(
                 "principal {:?} exists already",
                 principal.name
@@ -147,7 +149,7 @@ impl Store {
         Ok(())
     }
 
-    /// One principal with its roles.
+    /// Loads one principal with its roles.
     ///
     /// # Errors
     ///
@@ -171,7 +173,7 @@ impl Store {
         })
     }
 
-    /// All principals, or those with a role in `domain`, sorted by name.
+    /// Lists all principals, or those with a role in `domain`, sorted by name.
     ///
     /// # Errors
     ///
@@ -232,7 +234,7 @@ impl Store {
         Ok(roles)
     }
 
-    /// Stores a new token's digest.
+    /// Inserts a new token, which contains only the digest of the token text.
     ///
     /// # Errors
     ///
@@ -254,7 +256,7 @@ impl Store {
         Ok(())
     }
 
-    /// The token with this id, whatever its state.
+    /// Loads the token with this id, whether active, expired or revoked.
     ///
     /// # Errors
     ///
@@ -267,7 +269,7 @@ impl Store {
             .optional()?)
     }
 
-    /// A principal's tokens, newest first.
+    /// Lists the tokens of a principal, newest first.
     ///
     /// # Errors
     ///
@@ -307,7 +309,8 @@ impl Store {
         Ok(())
     }
 
-    /// Records that a token was used, at most once a minute per token.
+    /// Sets the last use time of a token, unless the stored time is at most 60 seconds before
+    /// `now`, which limits the writes to about one a minute per token.
     ///
     /// # Errors
     ///
@@ -373,7 +376,7 @@ impl Store {
         Ok(())
     }
 
-    /// A domain's registered external key stores, sorted by name.
+    /// Lists the external key stores registered for a domain, sorted by name.
     ///
     /// # Errors
     ///
@@ -389,7 +392,7 @@ impl Store {
         Ok(rows)
     }
 
-    /// One registered external key store.
+    /// Loads one registered external key store.
     ///
     /// # Errors
     ///
@@ -410,7 +413,7 @@ impl Store {
             })
     }
 
-    /// Removes a registered external key store; keys created through it stay.
+    /// Deletes the registration of an external key store. Keys created through it stay.
     ///
     /// # Errors
     ///
