@@ -1245,3 +1245,126 @@ fn cli_remote_server_with_token() {
     let key: Value = serde_json::from_str(&local).expect("JSON");
     assert_eq!(key["name"], "orders db");
 }
+
+#[test]
+fn token_never_outlives_its_creator() {
+    let data = DataDir::init();
+    let server = Server::start(&data);
+    let operator = data.operator_token();
+    principal_with_token(&server, &operator, "bot", &json!({"role": "operator"}));
+    let (status, short) = server.admin(
+        "POST",
+        "/v1/principals/bot/tokens",
+        &operator,
+        Some(&json!({"expiresInDays": 1})),
+    );
+    assert_eq!(status, 201, "{short}");
+    let short_token = short["token"].as_str().expect("token");
+    let short_expiry = short["expiresAt"].as_str().expect("expiry").to_owned();
+
+    for body in [json!({}), json!({"expiresInDays": 30})] {
+        let (status, minted) = server.admin(
+            "POST",
+            "/v1/principals/bot/tokens",
+            short_token,
+            Some(&body),
+        );
+        assert_eq!(status, 201, "{minted}");
+        assert_eq!(
+            minted["expiresAt"].as_str(),
+            Some(short_expiry.as_str()),
+            "a token made with a one-day token expires with it: {minted}"
+        );
+    }
+}
+
+#[test]
+fn audit_names_what_was_created() {
+    let data = DataDir::init();
+    let server = Server::start(&data);
+    let operator = data.operator_token();
+    server.admin(
+        "POST",
+        "/v1/domains",
+        &operator,
+        Some(&json!({"id": "acme"})),
+    );
+    principal_with_token(
+        &server,
+        &operator,
+        "dev",
+        &json!({"role": "key-creator", "domain": "acme"}),
+    );
+    let (_, credential) = server.admin("POST", "/v1/domains/acme/credentials", &operator, None);
+    let access_key_id = credential["credential"]["accessKeyId"]
+        .as_str()
+        .expect("access key id")
+        .to_owned();
+
+    let expected = [
+        ("domain create", "acme".to_owned()),
+        ("principal create", "dev (key-creator:acme)".to_owned()),
+        ("credential create", format!("acme/{access_key_id}")),
+    ];
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let (status, answer) = server.admin("GET", "/v1/audit?limit=1000", &operator, None);
+        assert_eq!(status, 200, "{answer}");
+        let records = answer["records"].as_array().expect("records").clone();
+        let found = |action: &str, target: &str| {
+            records
+                .iter()
+                .any(|record| record["operation"] == action && record["target"] == target)
+        };
+        let token_recorded = records.iter().any(|record| {
+            record["operation"] == "token create"
+                && record["target"]
+                    .as_str()
+                    .is_some_and(|target| target.starts_with("dev/"))
+        });
+        if expected
+            .iter()
+            .all(|(action, target)| found(action, target))
+            && token_recorded
+        {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "audit records lack the created objects: {records:?}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+#[test]
+fn unauthenticated_calls_learn_nothing_from_bodies() {
+    let data = DataDir::init();
+    let server = Server::start(&data);
+    let plain = server.curl(
+        &[
+            "--resolve".to_owned(),
+            format!("localhost:{}:127.0.0.1", server.admin_port()),
+            "-H".to_owned(),
+            "Content-Type: text/plain".to_owned(),
+            "--data-binary".to_owned(),
+            "x".repeat(70_000),
+            server.admin_url("/v1/domains"),
+        ],
+        None,
+    );
+    assert_eq!(plain.status, 401, "{}", plain.body);
+
+    let head = server.curl(
+        &[
+            "--resolve".to_owned(),
+            format!("localhost:{}:127.0.0.1", server.admin_port()),
+            "-I".to_owned(),
+            "-H".to_owned(),
+            format!("Authorization: Bearer {}", data.operator_token()),
+            server.admin_url("/v1/whoami"),
+        ],
+        None,
+    );
+    assert_eq!(head.status, 200, "HEAD works where GET does: {}", head.body);
+}

@@ -50,7 +50,7 @@ pub async fn handle(
         {
             status(
                 StatusCode::METHOD_NOT_ALLOWED,
-                "only GET is allowed\n",
+                "only GET and HEAD are allowed\n",
                 Some("GET, HEAD"),
             )
         }
@@ -107,11 +107,24 @@ fn header_text(request: &Request<Incoming>, name: hyper::header::HeaderName) -> 
         .map(str::to_owned)
 }
 
-/// Reads the body, then authenticates the caller and runs the request on a blocking thread,
-/// because the store is synchronous.
+/// Authenticates the caller, then reads the body and runs the request on a blocking thread,
+/// because the store is synchronous. A caller without a valid token learns nothing from the
+/// body checks.
 async fn api(state: AdminState, request: Request<Incoming>) -> Response<Full<Bytes>> {
     let authorization = header_text(&request, AUTHORIZATION);
     let content_type = header_text(&request, CONTENT_TYPE);
+    let control = state.control.clone();
+    let principal =
+        match tokio::task::spawn_blocking(move || control.authenticate(authorization.as_deref()))
+            .await
+        {
+            Ok(Ok(principal)) => principal,
+            Ok(Err(error)) => return api_error(&error),
+            Err(error) => {
+                return api_error(&ApiError::internal("the admin API task failed", &error));
+            }
+        };
+
     let (parts, body) = request.into_parts();
     let body = match read_body(body).await {
         Ok(body) => body,
@@ -132,14 +145,8 @@ async fn api(state: AdminState, request: Request<Incoming>) -> Response<Full<Byt
         body,
     };
     let control = state.control.clone();
-    let result = tokio::task::spawn_blocking(move || {
-        let principal = control.authenticate(authorization.as_deref())?;
-        Ok::<_, ApiError>(control.dispatch(&principal, &call))
-    })
-    .await;
-    match result {
-        Ok(Ok(response)) => api_response(&response),
-        Ok(Err(error)) => api_error(&error),
+    match tokio::task::spawn_blocking(move || control.dispatch(&principal, &call)).await {
+        Ok(response) => api_response(&response),
         Err(error) => api_error(&ApiError::internal("the admin API task failed", &error)),
     }
 }
@@ -184,6 +191,7 @@ fn api_error(error: &ApiError) -> Response<Full<Bytes>> {
         status: error.status,
         body: error.body(),
         allow: None,
+        audit_target: None,
     })
 }
 

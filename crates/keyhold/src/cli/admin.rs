@@ -816,6 +816,9 @@ pub(super) fn key_store(client: &Client, command: KeyStoreCommand) -> anyhow::Re
                 &format!("{}/setup", store_path(&domain, &name)),
                 None,
             )?;
+            for warning in setup["warnings"].as_array().into_iter().flatten() {
+                output::note(&format!("warning: {}", field_text(warning, "")));
+            }
             let configuration = format!("{:#}", setup["proxyConfigurationFile"]);
             let public = field_text(&setup["publicEndpointCommand"], "");
             let vpc = field_text(&setup["vpcEndpointServiceCommand"], "");

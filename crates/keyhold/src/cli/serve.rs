@@ -31,6 +31,13 @@ pub(super) fn run(
     if admin_listen.is_some() {
         settings.admin_listen = admin_listen;
     }
+    // Without [server] public_endpoint the AWS commands name the listen address, so they
+    // follow --listen too.
+    if let Some(listen) = listen
+        && settings.xks_endpoint == format!("https://{}", settings.listen)
+    {
+        settings.xks_endpoint = format!("https://{listen}");
+    }
     init_logging(&settings.log)?;
     runtime()?.block_on(async {
         let server = Server::start(&settings, listen).await?;

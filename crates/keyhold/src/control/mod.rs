@@ -106,6 +106,9 @@ pub struct Principal {
     pub name: Option<String>,
     /// Roles of the principal.
     pub grants: Vec<Grant>,
+    /// Expiry of the token the caller presented, Unix seconds. Tokens it creates expire no
+    /// later, so a short-lived token cannot mint a lasting one.
+    pub token_expires_at: Option<i64>,
 }
 
 impl Principal {
@@ -119,6 +122,7 @@ impl Principal {
                 role: Role::Operator,
                 domain: None,
             }],
+            token_expires_at: None,
         }
     }
 
@@ -264,6 +268,9 @@ pub struct ApiResponse {
     pub body: serde_json::Value,
     /// `Allow` header value for 405 responses.
     pub allow: Option<String>,
+    /// What a change created or touched, for the audit record, when the path does not name
+    /// it: the new domain, principal and its roles, token, credential or key.
+    pub audit_target: Option<String>,
 }
 
 impl ApiResponse {
@@ -279,6 +286,7 @@ impl ApiResponse {
             status,
             body,
             allow: None,
+            audit_target: None,
         })
     }
 
@@ -287,6 +295,7 @@ impl ApiResponse {
             status: error.status,
             body: error.body(),
             allow: None,
+            audit_target: None,
         }
     }
 }
@@ -344,20 +353,20 @@ impl Control {
         let mut key_store = self.lock();
         let store = key_store.store_mut();
         let Some(row) = store.token(id).map_err(ApiError::from)? else {
-            tracing::info!(token = id, "admin token rejected: unknown id");
+            tracing::debug!(token = id, "admin token rejected: unknown id");
             return Err(rejected());
         };
         if !token::matches(presented, &row.digest) {
-            tracing::info!(token = id, "admin token rejected: wrong secret");
+            tracing::debug!(token = id, "admin token rejected: wrong secret");
             return Err(rejected());
         }
         let now = unix_now();
         if row.revoked_at.is_some() {
-            tracing::info!(token = id, "admin token rejected: revoked");
+            tracing::debug!(token = id, "admin token rejected: revoked");
             return Err(rejected());
         }
         if row.expires_at.is_some_and(|expires| expires <= now) {
-            tracing::info!(token = id, "admin token rejected: expired");
+            tracing::debug!(token = id, "admin token rejected: expired");
             return Err(rejected());
         }
 
@@ -373,6 +382,7 @@ impl Control {
         }
         Ok(Principal {
             audit_name: format!("token:{} ({id})", principal.name),
+            token_expires_at: row.expires_at,
             name: Some(principal.name),
             grants,
         })
@@ -478,6 +488,13 @@ fn record_change(
     found: &routes::Found,
     result: &Result<ApiResponse, ApiError>,
 ) -> Result<(), StoreError> {
+    let target = match result {
+        Ok(ApiResponse {
+            audit_target: Some(target),
+            ..
+        }) => target.clone(),
+        _ => found.target(),
+    };
     let outcome = match result {
         Ok(_) => "success".to_owned(),
         Err(error) if error.status == StatusCode::FORBIDDEN => {
@@ -489,7 +506,7 @@ fn record_change(
         &now_rfc3339(),
         &principal.audit_name,
         found.route.action,
-        &found.target(),
+        &target,
         &outcome,
     )
 }

@@ -339,10 +339,14 @@ pub fn find(method: &Method, path: &str) -> Result<Found, NoRoute> {
         let Some(params) = match_path(route.path, &segments) else {
             continue;
         };
-        if route.method == method {
+        // HEAD is a GET without the body, which hyper leaves out of the response.
+        if route.method == method || (method == Method::HEAD && route.method == Method::GET) {
             return Ok(Found { route, params });
         }
         allow.push(route.method.as_str());
+        if route.method == Method::GET {
+            allow.push(Method::HEAD.as_str());
+        }
     }
     if allow.is_empty() {
         Err(NoRoute::NotFound)
@@ -444,6 +448,13 @@ fn reply(status: StatusCode, body: &impl serde::Serialize) -> Result<ApiResponse
     ApiResponse::ok(status, body)
 }
 
+/// Answers 201 Created and names what was created in the audit record.
+fn created(body: &impl serde::Serialize, audit_target: String) -> Result<ApiResponse, ApiError> {
+    let mut response = ApiResponse::ok(StatusCode::CREATED, body)?;
+    response.audit_target = Some(audit_target);
+    Ok(response)
+}
+
 fn roles_view(grants: &[Grant]) -> Vec<RoleView> {
     grants
         .iter()
@@ -484,7 +495,7 @@ fn create_domain(call: &mut Call<'_>) -> Result<ApiResponse, ApiError> {
         uri_prefix: request.uri_prefix,
         quota_rps: request.quota_rps,
     })?;
-    reply(StatusCode::CREATED, &DomainView::new(&domain))
+    created(&DomainView::new(&domain), domain.id.clone())
 }
 
 fn get_domain(call: &mut Call<'_>) -> Result<ApiResponse, ApiError> {
@@ -526,8 +537,7 @@ fn create_credential(call: &mut Call<'_>) -> Result<ApiResponse, ApiError> {
     let domain = call.domain().to_owned();
     let uri_path = call.key_store.store().domain(&domain)?.xks_uri_path();
     let (credential, secret) = call.key_store.create_credential(&domain)?;
-    reply(
-        StatusCode::CREATED,
+    created(
         &CreatedCredential {
             credential: CredentialView::new(&credential, unix_now()),
             proxy_configuration: ProxyConfiguration {
@@ -538,6 +548,7 @@ fn create_credential(call: &mut Call<'_>) -> Result<ApiResponse, ApiError> {
                 },
             },
         },
+        format!("{domain}/{}", credential.access_key_id),
     )
 }
 
@@ -608,7 +619,10 @@ fn new_key(domain: &str, request: CreateKeyRequest) -> Result<NewKey, ApiError> 
 fn create_key(call: &mut Call<'_>) -> Result<ApiResponse, ApiError> {
     let new = new_key(call.domain(), call.json()?)?;
     let key = call.key_store.create_key(&new)?;
-    reply(StatusCode::CREATED, &KeyView::new(&key))
+    created(
+        &KeyView::new(&key),
+        format!("{}/{}", key.domain_id, key.key_id),
+    )
 }
 
 fn get_key(call: &mut Call<'_>) -> Result<ApiResponse, ApiError> {
@@ -876,7 +890,13 @@ fn register_key_store(call: &mut Call<'_>) -> Result<ApiResponse, ApiError> {
         created_at: unix_now(),
     };
     call.key_store.store_mut().insert_key_store(&row)?;
-    reply(StatusCode::CREATED, &KeyStoreView::new(&row))
+    created(
+        &KeyStoreView::new(&row),
+        format!(
+            "{}/{} ({})",
+            row.domain_id, row.name, row.custom_key_store_id
+        ),
+    )
 }
 
 fn get_key_store(call: &mut Call<'_>) -> Result<ApiResponse, ApiError> {
@@ -944,6 +964,20 @@ fn key_store_setup(call: &mut Call<'_>) -> Result<ApiResponse, ApiError> {
     )
 }
 
+/// Whether a character is a control character or an invisible formatting character, such as
+/// a bidirectional override, that can make a name display differently from what it is.
+fn is_hidden_char(c: char) -> bool {
+    c.is_control()
+        || matches!(
+            c,
+            '\u{061C}'
+                | '\u{200B}'..='\u{200F}'
+                | '\u{202A}'..='\u{202E}'
+                | '\u{2060}'..='\u{2069}'
+                | '\u{FEFF}'
+        )
+}
+
 /// Maximum length of a self-service key name, in characters.
 const MAX_KEY_NAME_CHARS: usize = 256;
 
@@ -954,10 +988,10 @@ fn self_service_key(call: &mut Call<'_>) -> Result<ApiResponse, ApiError> {
     let domain = call.domain().to_owned();
     let name = request.key_name.trim();
     let name_chars = name.chars().count();
-    if name_chars == 0 || name_chars > MAX_KEY_NAME_CHARS || name.chars().any(char::is_control) {
+    if name_chars == 0 || name_chars > MAX_KEY_NAME_CHARS || name.chars().any(is_hidden_char) {
         return Err(ApiError::invalid(format!(
-            "invalid key name {:?}: use 1 to {MAX_KEY_NAME_CHARS} characters and no control \
-             characters",
+            "invalid key name {:?}: use 1 to {MAX_KEY_NAME_CHARS} characters and no control or \
+             bidirectional formatting characters",
             request.key_name
         )));
     }
@@ -998,8 +1032,7 @@ fn self_service_key(call: &mut Call<'_>) -> Result<ApiResponse, ApiError> {
     let custom_key_store_id = row.custom_key_store_id.clone();
     let instructions =
         kms_setup::create_key_instructions(&external_key_store(row), &key.key_id, &description);
-    reply(
-        StatusCode::CREATED,
+    created(
         &SelfServiceKey {
             xks_key_id: key.key_id.clone(),
             key: KeyView::new(&key),
@@ -1007,6 +1040,7 @@ fn self_service_key(call: &mut Call<'_>) -> Result<ApiResponse, ApiError> {
             aws_cli: instructions.aws_cli,
             terraform: instructions.terraform,
         },
+        format!("{domain}/{} ({name})", key.key_id),
     )
 }
 
@@ -1152,7 +1186,16 @@ fn create_principal(call: &mut Call<'_>) -> Result<ApiResponse, ApiError> {
         created_by: call.principal.audit_name.clone(),
     };
     call.key_store.store_mut().create_principal(&row)?;
-    reply(StatusCode::CREATED, &PrincipalView::new(&row))
+    let roles = row
+        .roles
+        .iter()
+        .map(|role| match &role.domain {
+            Some(domain) => format!("{}:{domain}", role.role),
+            None => role.role.clone(),
+        })
+        .collect::<Vec<_>>()
+        .join(" ");
+    created(&PrincipalView::new(&row), format!("{} ({roles})", row.name))
 }
 
 fn get_principal(call: &mut Call<'_>) -> Result<ApiResponse, ApiError> {
@@ -1192,7 +1235,7 @@ fn create_token(call: &mut Call<'_>) -> Result<ApiResponse, ApiError> {
     let row = target_principal(call, true)?;
 
     let now = unix_now();
-    let expires_at = match request.expires_in_days {
+    let requested = match request.expires_in_days {
         None => None,
         Some(days @ 1..=MAX_TOKEN_DAYS) => Some(now + i64::from(days) * 86_400),
         Some(days) => {
@@ -1202,13 +1245,19 @@ fn create_token(call: &mut Call<'_>) -> Result<ApiResponse, ApiError> {
             )));
         }
     };
+    // A token never outlives the token that created it, so a stolen short-lived token cannot
+    // mint lasting access.
+    let expires_at = match (requested, call.principal.token_expires_at) {
+        (Some(requested), Some(limit)) => Some(requested.min(limit)),
+        (requested, limit) => requested.or(limit),
+    };
     let description = request.description.unwrap_or_default();
     if description.chars().count() > MAX_TOKEN_DESCRIPTION_CHARS
-        || description.chars().any(char::is_control)
+        || description.chars().any(is_hidden_char)
     {
         return Err(ApiError::invalid(format!(
             "invalid description: use at most {MAX_TOKEN_DESCRIPTION_CHARS} characters and no \
-             control characters"
+             control or bidirectional formatting characters"
         )));
     }
 
@@ -1225,12 +1274,12 @@ fn create_token(call: &mut Call<'_>) -> Result<ApiResponse, ApiError> {
         last_used_at: None,
     };
     call.key_store.store_mut().insert_token(&stored)?;
-    reply(
-        StatusCode::CREATED,
+    created(
         &CreatedToken {
             info: TokenView::new(&stored, now),
             token: new_token.text.as_str().to_owned(),
         },
+        format!("{}/{}", stored.principal, stored.id),
     )
 }
 
@@ -1336,7 +1385,7 @@ mod tests {
         assert_eq!(
             find(&Method::PATCH, "/v1/domains/acme/keys").err(),
             Some(NoRoute::Method {
-                allow: "GET, POST".to_owned()
+                allow: "GET, HEAD, POST".to_owned()
             })
         );
         for path in [
@@ -1375,6 +1424,7 @@ mod tests {
                 role: Role::DomainAdmin,
                 domain: Some("acme".to_owned()),
             }],
+            token_expires_at: None,
         };
         let role = |role: &str, domain: Option<&str>| RoleRow {
             role: role.to_owned(),

@@ -351,9 +351,16 @@ impl Store {
                     format!(
                         "external key store {name:?} exists already in domain {domain:?}; pick another name"
                     )
-                } else {
+                } else if domain == key_store.domain_id {
                     format!(
-                        "custom key store {} is registered already, as {name:?} in domain {domain:?}",
+                        "custom key store {} is registered already in this domain, as {name:?}",
+                        key_store.custom_key_store_id
+                    )
+                } else {
+                    // Another tenant's registration: say that it exists, not where.
+                    format!(
+                        "custom key store {} is registered already for another domain; check \
+                         the id, or ask an operator",
                         key_store.custom_key_store_id
                     )
                 },
