@@ -168,8 +168,8 @@ impl Server {
 
 /// Starts the audit writer; the chain head is recorded in the store after each sync.
 fn start_audit(settings: &Settings) -> anyhow::Result<AuditLog> {
-    let mut store = Store::open(&settings.database_path)
-        .with_context(|| format!("cannot open database {}", settings.database_path.display()))?;
+    let mut store = Store::connect(&settings.storage)
+        .with_context(|| format!("cannot open {}", settings.storage))?;
     let node_id = settings.node_id.clone();
     let config = WriterConfig {
         dir: settings.audit.dir.clone(),
@@ -215,8 +215,8 @@ fn check_private(dir: &Path) -> anyhow::Result<()> {
 /// Opens the store and the root key named in the settings.
 pub(super) fn open_key_store(settings: &Settings) -> anyhow::Result<KeyStore> {
     let root = open_root_of_trust(&settings.root_of_trust, false)?;
-    let store = Store::open(&settings.database_path)
-        .with_context(|| format!("cannot open database {}", settings.database_path.display()))?;
+    let store = Store::connect(&settings.storage)
+        .with_context(|| format!("cannot open {}", settings.storage))?;
     Ok(KeyStore::new(store, root))
 }
 

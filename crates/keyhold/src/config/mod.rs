@@ -6,6 +6,7 @@ use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 
+use crate::keystore::store::{PostgresTarget, StorageTarget};
 use crate::protect::LockMemory;
 
 /// Name of the configuration file inside the data directory.
@@ -233,6 +234,15 @@ pub enum StorageSection {
         /// Database file.
         path: PathBuf,
     },
+    /// A PostgreSQL database that several nodes share.
+    Postgres {
+        /// Connection URL without a password, for example
+        /// `postgresql://keyhold@h1:5432,h2:5432/keyhold?target_session_attrs=read-write`.
+        url: String,
+        /// File containing the password, readable by its owner only. The environment variable
+        /// `KEYHOLD_POSTGRES_PASSWORD` takes precedence.
+        password_file: Option<PathBuf>,
+    },
 }
 
 /// `[log]`.
@@ -308,8 +318,8 @@ pub struct Settings {
     pub client_auth: Option<(PathBuf, Vec<String>)>,
     /// Root of trust.
     pub root_of_trust: RootOfTrustSettings,
-    /// SQLite database.
-    pub database_path: PathBuf,
+    /// The store: a SQLite file or a PostgreSQL database.
+    pub storage: StorageTarget,
     /// Log settings.
     pub log: LogSection,
 }
@@ -402,7 +412,19 @@ impl Settings {
                 RootOfTrustSettings::Pkcs11(section)
             }
         };
-        let StorageSection::Sqlite { path: database } = file.storage;
+        let storage = match file.storage {
+            StorageSection::Sqlite { path } => StorageTarget::Sqlite(resolve(&path)),
+            StorageSection::Postgres { url, password_file } => {
+                let target = PostgresTarget {
+                    url,
+                    password_file: password_file.map(|path| resolve(&path)),
+                };
+                target
+                    .config()
+                    .map_err(|error| format!("storage.url: {error}"))?;
+                StorageTarget::Postgres(target)
+            }
+        };
         Ok(Self {
             data_dir: data_dir.to_owned(),
             listen,
@@ -470,7 +492,7 @@ impl Settings {
             tls_private_key: resolve(&file.tls.private_key),
             client_auth,
             root_of_trust,
-            database_path: resolve(&database),
+            storage,
             log: file.log,
         })
     }
@@ -596,6 +618,13 @@ provider = "file"
 path = "root.key"
 
 [storage]
+# "sqlite": one node, the database file in the data directory.
+# "postgres": several nodes share one database, for example
+#   backend = "postgres"
+#   url = "postgresql://keyhold@db1:5432,db2:5432/keyhold?target_session_attrs=read-write"
+#   password_file = "/etc/keyhold/postgres-password"
+# The password comes from KEYHOLD_POSTGRES_PASSWORD or from password_file (mode 600), never
+# from the url.
 backend = "sqlite"
 path = "keyhold.db"
 
@@ -638,7 +667,10 @@ mod tests {
             &settings.root_of_trust,
             RootOfTrustSettings::File(path) if path == Path::new("/data/root.key")
         ));
-        assert_eq!(settings.database_path, Path::new("/data/keyhold.db"));
+        assert_eq!(
+            settings.storage,
+            StorageTarget::Sqlite(PathBuf::from("/data/keyhold.db"))
+        );
         assert!(settings.client_auth.is_none());
     }
 

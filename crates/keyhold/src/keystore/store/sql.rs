@@ -1,0 +1,480 @@
+//! A small SQL layer that runs the store's statements on SQLite (rusqlite) or PostgreSQL (the
+//! synchronous `postgres` client).
+//!
+//! Statements are written once, in the SQL both databases accept, with `?1`, `?2`… parameters;
+//! PostgreSQL receives them as `$1`, `$2`…. Values cross the layer as [`Value`]: integers are
+//! `i64` (PostgreSQL columns are `BIGINT`), booleans are integers 0 and 1, binary data is a
+//! byte vector. Dialect differences that a statement cannot hide, such as DDL and `PRAGMA`,
+//! stay with the caller, which asks [`Connection::backend`].
+
+use std::cell::RefCell;
+use std::fmt;
+
+use bytes::BytesMut;
+use postgres::types::{IsNull, ToSql, Type, to_sql_checked};
+use rusqlite::types::{ToSqlOutput, ValueRef};
+
+use super::StoreError;
+
+/// Builds a `&[Value]` parameter list.
+macro_rules! params {
+    ($($value:expr),* $(,)?) => {
+        &[$($crate::keystore::store::sql::Value::from($value)),*][..]
+    };
+}
+pub(super) use params;
+
+/// The database a connection talks to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Backend {
+    Sqlite,
+    Postgres,
+}
+
+/// A parameter or column value.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(super) enum Value {
+    Null,
+    Integer(i64),
+    Text(String),
+    Blob(Vec<u8>),
+}
+
+impl From<i64> for Value {
+    fn from(value: i64) -> Self {
+        Self::Integer(value)
+    }
+}
+
+impl From<u32> for Value {
+    fn from(value: u32) -> Self {
+        Self::Integer(i64::from(value))
+    }
+}
+
+impl From<bool> for Value {
+    fn from(value: bool) -> Self {
+        Self::Integer(i64::from(value))
+    }
+}
+
+impl From<&str> for Value {
+    fn from(value: &str) -> Self {
+        Self::Text(value.to_owned())
+    }
+}
+
+impl From<&String> for Value {
+    fn from(value: &String) -> Self {
+        Self::Text(value.clone())
+    }
+}
+
+impl From<&[u8]> for Value {
+    fn from(value: &[u8]) -> Self {
+        Self::Blob(value.to_vec())
+    }
+}
+
+impl From<&Vec<u8>> for Value {
+    fn from(value: &Vec<u8>) -> Self {
+        Self::Blob(value.clone())
+    }
+}
+
+impl<T: Into<Value>> From<Option<T>> for Value {
+    fn from(value: Option<T>) -> Self {
+        value.map_or(Self::Null, Into::into)
+    }
+}
+
+impl rusqlite::ToSql for Value {
+    fn to_sql(&self) -> rusqlite::Result<ToSqlOutput<'_>> {
+        Ok(ToSqlOutput::Borrowed(match self {
+            Self::Null => ValueRef::Null,
+            Self::Integer(value) => ValueRef::Integer(*value),
+            Self::Text(value) => ValueRef::Text(value.as_bytes()),
+            Self::Blob(value) => ValueRef::Blob(value),
+        }))
+    }
+}
+
+impl ToSql for Value {
+    fn to_sql(
+        &self,
+        ty: &Type,
+        out: &mut BytesMut,
+    ) -> Result<IsNull, Box<dyn std::error::Error + Sync + Send>> {
+        match self {
+            Self::Null => Ok(IsNull::Yes),
+            Self::Integer(value) => match *ty {
+                Type::INT8 => value.to_sql(ty, out),
+                Type::INT4 => i32::try_from(*value)?.to_sql(ty, out),
+                Type::INT2 => i16::try_from(*value)?.to_sql(ty, out),
+                Type::BOOL => (*value != 0).to_sql(ty, out),
+                _ => Err(format!("cannot send an integer as a {ty} parameter").into()),
+            },
+            Self::Text(value) => value.as_str().to_sql(ty, out),
+            Self::Blob(value) => value.as_slice().to_sql(ty, out),
+        }
+    }
+
+    // The type checks happen in `to_sql`, which knows the value's variant.
+    fn accepts(_ty: &Type) -> bool {
+        true
+    }
+
+    to_sql_checked!();
+}
+
+/// Conversion of a column value into a Rust type.
+pub(super) trait FromValue: Sized {
+    /// Converts `value`, or returns `None` when its type does not fit.
+    fn from_value(value: &Value) -> Option<Self>;
+}
+
+impl FromValue for i64 {
+    fn from_value(value: &Value) -> Option<Self> {
+        match value {
+            Value::Integer(value) => Some(*value),
+            _ => None,
+        }
+    }
+}
+
+impl FromValue for u32 {
+    fn from_value(value: &Value) -> Option<Self> {
+        i64::from_value(value).and_then(|value| u32::try_from(value).ok())
+    }
+}
+
+impl FromValue for bool {
+    fn from_value(value: &Value) -> Option<Self> {
+        i64::from_value(value).map(|value| value != 0)
+    }
+}
+
+impl FromValue for String {
+    fn from_value(value: &Value) -> Option<Self> {
+        match value {
+            Value::Text(value) => Some(value.clone()),
+            _ => None,
+        }
+    }
+}
+
+impl FromValue for Vec<u8> {
+    fn from_value(value: &Value) -> Option<Self> {
+        match value {
+            Value::Blob(value) => Some(value.clone()),
+            _ => None,
+        }
+    }
+}
+
+impl<T: FromValue> FromValue for Option<T> {
+    fn from_value(value: &Value) -> Option<Self> {
+        match value {
+            Value::Null => Some(None),
+            other => T::from_value(other).map(Some),
+        }
+    }
+}
+
+/// One result row.
+#[derive(Debug)]
+pub(super) struct Row(Vec<Value>);
+
+impl Row {
+    /// Reads column `index` as `T`.
+    pub(super) fn get<T: FromValue>(&self, index: usize) -> Result<T, StoreError> {
+        let value = self.0.get(index).unwrap_or(&Value::Null);
+        T::from_value(value).ok_or_else(|| {
+            StoreError::Corrupt(format!(
+                "column {index} holds {value:?}, expected a {}",
+                std::any::type_name::<T>()
+            ))
+        })
+    }
+}
+
+/// Statements that run on a connection or inside a transaction.
+pub(super) trait Sql {
+    /// The database behind this connection.
+    fn backend(&self) -> Backend;
+
+    /// Runs a statement and returns the number of rows it changed.
+    fn execute(&self, sql: &str, params: &[Value]) -> Result<u64, StoreError>;
+
+    /// Runs a query and returns all its rows.
+    fn query(&self, sql: &str, params: &[Value]) -> Result<Vec<Row>, StoreError>;
+
+    /// Runs a query and returns its first row, if any.
+    fn query_opt(&self, sql: &str, params: &[Value]) -> Result<Option<Row>, StoreError> {
+        Ok(self.query(sql, params)?.into_iter().next())
+    }
+
+    /// Runs a query that always returns a row, such as `SELECT COUNT(*)`.
+    fn query_one(&self, sql: &str, params: &[Value]) -> Result<Row, StoreError> {
+        self.query_opt(sql, params)?
+            .ok_or_else(|| StoreError::Corrupt(format!("no row returned by {sql:?}")))
+    }
+}
+
+/// An open connection to either database.
+pub(super) enum Connection {
+    Sqlite(rusqlite::Connection),
+    // `postgres::Client` needs `&mut` for every call, while the store reads through `&self`.
+    // The cell keeps `Store` `Send` and, like a rusqlite connection, not `Sync`.
+    Postgres(RefCell<postgres::Client>),
+}
+
+impl fmt::Debug for Connection {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Sqlite(conn) => f.debug_tuple("Sqlite").field(conn).finish(),
+            Self::Postgres(_) => f.write_str("Postgres"),
+        }
+    }
+}
+
+/// How a transaction isolates itself from other connections.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Isolation {
+    /// Reads see one consistent snapshot; nothing is written.
+    Snapshot,
+    /// The transaction writes. On SQLite it takes the write lock at once (`BEGIN IMMEDIATE`);
+    /// on PostgreSQL it runs at READ COMMITTED and the caller serializes with a row lock.
+    Write,
+}
+
+/// An open transaction; dropping it without [`Transaction::commit`] rolls it back.
+pub(super) enum Transaction<'a> {
+    Sqlite(rusqlite::Transaction<'a>),
+    Postgres(RefCell<postgres::Transaction<'a>>),
+}
+
+impl Connection {
+    /// Starts a transaction.
+    pub(super) fn transaction(
+        &mut self,
+        isolation: Isolation,
+    ) -> Result<Transaction<'_>, StoreError> {
+        match self {
+            Self::Sqlite(conn) => {
+                let behavior = match isolation {
+                    Isolation::Snapshot => rusqlite::TransactionBehavior::Deferred,
+                    Isolation::Write => rusqlite::TransactionBehavior::Immediate,
+                };
+                Ok(Transaction::Sqlite(
+                    conn.transaction_with_behavior(behavior)?,
+                ))
+            }
+            Self::Postgres(client) => {
+                let builder = client.get_mut().build_transaction();
+                let builder = match isolation {
+                    Isolation::Snapshot => builder
+                        .isolation_level(postgres::IsolationLevel::RepeatableRead)
+                        .read_only(true),
+                    Isolation::Write => {
+                        builder.isolation_level(postgres::IsolationLevel::ReadCommitted)
+                    }
+                };
+                Ok(Transaction::Postgres(RefCell::new(builder.start()?)))
+            }
+        }
+    }
+
+    /// The SQLite connection, for SQLite-only steps such as `PRAGMA`.
+    pub(super) fn sqlite(&self) -> Option<&rusqlite::Connection> {
+        match self {
+            Self::Sqlite(conn) => Some(conn),
+            Self::Postgres(_) => None,
+        }
+    }
+}
+
+impl Transaction<'_> {
+    /// Commits the transaction.
+    pub(super) fn commit(self) -> Result<(), StoreError> {
+        match self {
+            Self::Sqlite(tx) => tx.commit()?,
+            Self::Postgres(tx) => tx.into_inner().commit()?,
+        }
+        Ok(())
+    }
+}
+
+impl Sql for Connection {
+    fn backend(&self) -> Backend {
+        match self {
+            Self::Sqlite(_) => Backend::Sqlite,
+            Self::Postgres(_) => Backend::Postgres,
+        }
+    }
+
+    fn execute(&self, sql: &str, params: &[Value]) -> Result<u64, StoreError> {
+        match self {
+            Self::Sqlite(conn) => sqlite_execute(conn, sql, params),
+            Self::Postgres(client) => postgres_execute(&mut *client.borrow_mut(), sql, params),
+        }
+    }
+
+    fn query(&self, sql: &str, params: &[Value]) -> Result<Vec<Row>, StoreError> {
+        match self {
+            Self::Sqlite(conn) => sqlite_query(conn, sql, params),
+            Self::Postgres(client) => postgres_query(&mut *client.borrow_mut(), sql, params),
+        }
+    }
+}
+
+impl Sql for Transaction<'_> {
+    fn backend(&self) -> Backend {
+        match self {
+            Self::Sqlite(_) => Backend::Sqlite,
+            Self::Postgres(_) => Backend::Postgres,
+        }
+    }
+
+    fn execute(&self, sql: &str, params: &[Value]) -> Result<u64, StoreError> {
+        match self {
+            Self::Sqlite(tx) => sqlite_execute(tx, sql, params),
+            Self::Postgres(tx) => postgres_execute(&mut *tx.borrow_mut(), sql, params),
+        }
+    }
+
+    fn query(&self, sql: &str, params: &[Value]) -> Result<Vec<Row>, StoreError> {
+        match self {
+            Self::Sqlite(tx) => sqlite_query(tx, sql, params),
+            Self::Postgres(tx) => postgres_query(&mut *tx.borrow_mut(), sql, params),
+        }
+    }
+}
+
+fn sqlite_execute(
+    conn: &rusqlite::Connection,
+    sql: &str,
+    params: &[Value],
+) -> Result<u64, StoreError> {
+    let changed = conn.execute(sql, rusqlite::params_from_iter(params))?;
+    Ok(u64::try_from(changed).unwrap_or(u64::MAX))
+}
+
+fn sqlite_query(
+    conn: &rusqlite::Connection,
+    sql: &str,
+    params: &[Value],
+) -> Result<Vec<Row>, StoreError> {
+    let mut statement = conn.prepare_cached(sql)?;
+    let columns = statement.column_count();
+    let mut rows = statement.query(rusqlite::params_from_iter(params))?;
+    let mut result = Vec::new();
+    while let Some(row) = rows.next()? {
+        let mut values = Vec::with_capacity(columns);
+        for index in 0..columns {
+            values.push(match row.get_ref(index)? {
+                ValueRef::Null => Value::Null,
+                ValueRef::Integer(value) => Value::Integer(value),
+                ValueRef::Text(text) => Value::Text(String::from_utf8_lossy(text).into_owned()),
+                ValueRef::Blob(blob) => Value::Blob(blob.to_vec()),
+                ValueRef::Real(real) => {
+                    return Err(StoreError::Corrupt(format!(
+                        "column {index} holds the floating-point value {real}"
+                    )));
+                }
+            });
+        }
+        result.push(Row(values));
+    }
+    Ok(result)
+}
+
+fn postgres_execute(
+    client: &mut impl postgres::GenericClient,
+    sql: &str,
+    params: &[Value],
+) -> Result<u64, StoreError> {
+    let references: Vec<&(dyn ToSql + Sync)> = params.iter().map(|value| value as _).collect();
+    Ok(client.execute(postgres_placeholders(sql).as_str(), &references)?)
+}
+
+fn postgres_query(
+    client: &mut impl postgres::GenericClient,
+    sql: &str,
+    params: &[Value],
+) -> Result<Vec<Row>, StoreError> {
+    let references: Vec<&(dyn ToSql + Sync)> = params.iter().map(|value| value as _).collect();
+    let rows = client.query(postgres_placeholders(sql).as_str(), &references)?;
+    rows.iter().map(postgres_row).collect()
+}
+
+fn postgres_row(row: &postgres::Row) -> Result<Row, StoreError> {
+    let mut values = Vec::with_capacity(row.len());
+    for (index, column) in row.columns().iter().enumerate() {
+        let value = match *column.type_() {
+            Type::INT8 => row.try_get::<_, Option<i64>>(index)?.map(Value::Integer),
+            Type::INT4 => row
+                .try_get::<_, Option<i32>>(index)?
+                .map(|value| Value::Integer(value.into())),
+            Type::INT2 => row
+                .try_get::<_, Option<i16>>(index)?
+                .map(|value| Value::Integer(value.into())),
+            Type::BOOL => row
+                .try_get::<_, Option<bool>>(index)?
+                .map(|value| Value::Integer(value.into())),
+            Type::TEXT | Type::VARCHAR | Type::BPCHAR | Type::NAME => {
+                row.try_get::<_, Option<String>>(index)?.map(Value::Text)
+            }
+            Type::BYTEA => row.try_get::<_, Option<Vec<u8>>>(index)?.map(Value::Blob),
+            ref other => {
+                return Err(StoreError::Corrupt(format!(
+                    "column {:?} has the unsupported type {other}",
+                    column.name()
+                )));
+            }
+        };
+        values.push(value.unwrap_or(Value::Null));
+    }
+    Ok(Row(values))
+}
+
+/// Rewrites SQLite's numbered parameters `?N` as PostgreSQL's `$N`. The store's statements
+/// contain no `?` inside string literals, so a plain scan suffices.
+fn postgres_placeholders(sql: &str) -> String {
+    let mut out = String::with_capacity(sql.len());
+    let mut chars = sql.chars().peekable();
+    while let Some(c) = chars.next() {
+        if c == '?' && chars.peek().is_some_and(char::is_ascii_digit) {
+            out.push('$');
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn placeholders_become_dollar_numbers() {
+        assert_eq!(
+            postgres_placeholders("SELECT a FROM t WHERE b = ?1 AND c = ?12"),
+            "SELECT a FROM t WHERE b = $1 AND c = $12"
+        );
+    }
+
+    #[test]
+    fn placeholders_leave_lone_question_marks() {
+        assert_eq!(postgres_placeholders("SELECT '?' , ?"), "SELECT '?' , ?");
+    }
+
+    #[test]
+    fn row_get_rejects_wrong_type() {
+        let row = Row(vec![Value::Text("x".to_owned())]);
+        assert!(row.get::<i64>(0).is_err());
+        assert_eq!(row.get::<String>(0).ok().as_deref(), Some("x"));
+        assert_eq!(row.get::<Option<i64>>(1).ok(), Some(None));
+    }
+}
