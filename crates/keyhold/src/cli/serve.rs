@@ -16,6 +16,7 @@ use crate::audit::writer::WriterConfig;
 use crate::audit::{self, AuditLog, FailureMode};
 use crate::config::{LogFormat, LogSection, RootOfTrustSettings, Settings};
 use crate::keystore::root::open_root_of_trust;
+use crate::keystore::snapshot::Snapshot;
 use crate::keystore::store::Store;
 use crate::keystore::{KeyStore, unix_now};
 use crate::protect;
@@ -49,14 +50,9 @@ impl Server {
         for protection in protect::apply(settings.lock_memory)? {
             tracing::info!(protection = %protection, "secret protection active");
         }
-        let mut key_store = open_key_store(settings)?;
-        if key_store.ensure_health_key()? {
-            tracing::info!("created the health-check key");
-        }
-        let snapshot = key_store.load_snapshot()?;
-        for problem in &snapshot.problems {
-            tracing::error!(problem = %problem, "stored object is unusable");
-        }
+        // The store blocks, and the PostgreSQL client drives its own runtime, which must not
+        // start on an async worker of this one.
+        let (key_store, snapshot) = tokio::task::block_in_place(|| open_and_load(settings))?;
         let client_auth = settings
             .client_auth
             .as_ref()
@@ -79,7 +75,7 @@ impl Server {
             ),
         };
         let domains = snapshot.domain_count();
-        let audit = start_audit(settings)?;
+        let audit = tokio::task::block_in_place(|| start_audit(settings))?;
         let mut state = XksState::new(
             snapshot,
             node,
@@ -164,6 +160,20 @@ impl Server {
         tracing::info!("stopped");
         Ok(())
     }
+}
+
+/// Opens the store, creates the health-check key when it is missing and reads the first
+/// snapshot.
+fn open_and_load(settings: &Settings) -> anyhow::Result<(KeyStore, Snapshot)> {
+    let mut key_store = open_key_store(settings)?;
+    if key_store.ensure_health_key()? {
+        tracing::info!("created the health-check key");
+    }
+    let snapshot = key_store.load_snapshot()?;
+    for problem in &snapshot.problems {
+        tracing::error!(problem = %problem, "stored object is unusable");
+    }
+    Ok((key_store, snapshot))
 }
 
 /// Starts the audit writer; the chain head is recorded in the store after each sync.
