@@ -1,0 +1,174 @@
+//! Two Keyhold nodes sharing one PostgreSQL database: the CLI on either node's data directory
+//! changes what both servers serve, ciphertexts from one node decrypt on the other, and the
+//! store's rules hold through the CLI.
+
+mod common;
+
+use std::time::Duration;
+
+use common::postgres_server::{OWNER, PASSWORD, Postgres};
+use common::{
+    Credential, DataDir, HttpResponse, Server, decrypt_request, encrypt_request, unb64, wait_for,
+};
+use serde_json::Value;
+
+/// How long a change may take to reach a server: the servers poll the store's revision every
+/// 200 ms, so one second leaves room for a slow test machine.
+const PROPAGATION_LIMIT: Duration = Duration::from_secs(1);
+
+#[test]
+fn two_nodes_share_one_postgres_database() {
+    let postgres = Postgres::start();
+    let database = postgres.create_database();
+    let first = node(&postgres, &database, "node-1", None);
+    let second = node(&postgres, &database, "node-2", Some(&first));
+
+    first.create_domain("acme", &[]);
+    let credential = first.create_credential("acme");
+    first.create_key("acme", "k1", &[]);
+    let listed: Value =
+        serde_json::from_str(&second.run_ok(&["key", "list", "acme", "--output", "json"]))
+            .expect("key list JSON");
+    assert_eq!(listed.as_array().map(Vec::len), Some(1), "{listed}");
+
+    let server_one = Server::start(&first);
+    let server_two = Server::start(&second);
+
+    // A ciphertext made on one node decrypts on the other.
+    let ciphertext = encrypted(&server_one, &credential, "k1");
+    let response = decrypt(&server_two, &credential, "k1", &ciphertext);
+    assert_eq!(response.status, 200, "{}", response.body);
+    assert_eq!(
+        unb64(&response.field("plaintext"), "plaintext"),
+        b"data key"
+    );
+
+    // The kill switch set through one node's CLI reaches both servers.
+    second.run_ok(&["domain", "disable", "acme"]);
+    for (name, server) in [("node 1", &server_one), ("node 2", &server_two)] {
+        let reached = wait_for(PROPAGATION_LIMIT, || {
+            (encrypt(server, &credential, "k1").status == 400).then_some(())
+        });
+        assert!(reached.is_some(), "kill switch did not reach {name}");
+    }
+    first.run_ok(&["domain", "enable", "acme"]);
+    for (name, server) in [("node 1", &server_one), ("node 2", &server_two)] {
+        let reached = wait_for(PROPAGATION_LIMIT, || {
+            (decrypt(server, &credential, "k1", &ciphertext).status == 200).then_some(())
+        });
+        assert!(reached.is_some(), "domain enable did not reach {name}");
+    }
+
+    // Rotation on one node changes the primary version on both.
+    let rotated = first.run_ok(&["key", "rotate", "acme", "k1"]);
+    assert!(rotated.contains("version 2 is now primary"), "{rotated}");
+    for (name, server) in [("node 1", &server_one), ("node 2", &server_two)] {
+        let reached = wait_for(PROPAGATION_LIMIT, || {
+            (metadata_version(&encrypted(server, &credential, "k1")) == 2).then_some(())
+        });
+        assert!(reached.is_some(), "rotation did not reach {name}");
+    }
+    let old = decrypt(&server_two, &credential, "k1", &ciphertext);
+    assert_eq!(old.status, 200, "version 1 ciphertext: {}", old.body);
+
+    // A disabled key stops encrypting on both nodes.
+    second.run_ok(&["key", "disable", "acme", "k1"]);
+    for (name, server) in [("node 1", &server_one), ("node 2", &server_two)] {
+        let reached = wait_for(PROPAGATION_LIMIT, || {
+            (encrypt(server, &credential, "k1").status == 400).then_some(())
+        });
+        assert!(reached.is_some(), "key disable did not reach {name}");
+    }
+    first.run_ok(&["key", "enable", "acme", "k1"]);
+
+    // The limit of two active credentials holds across nodes, and revocation frees a place.
+    let another = second.create_credential("acme");
+    let third = first.run(&["credential", "create", "acme"]);
+    assert!(
+        !third.status.success(),
+        "a third active credential was accepted"
+    );
+    assert!(
+        third.stderr.contains("active credentials"),
+        "{}",
+        third.stderr
+    );
+    second.run_ok(&["credential", "revoke", "acme", &another.access_key_id]);
+    let replacement = first.create_credential("acme");
+    assert_ne!(replacement.access_key_id, another.access_key_id);
+
+    // Scheduled deletion and its cancellation, made on different nodes.
+    first.run_ok(&["key", "schedule-deletion", "acme", "k1", "--days", "7"]);
+    assert_eq!(key_status(&second, "k1"), "PENDING_DELETION");
+    let canceled = second.run_ok(&["key", "cancel-deletion", "acme", "k1"]);
+    assert!(canceled.contains("ENABLED"), "{canceled}");
+    assert_eq!(key_status(&first, "k1"), "ENABLED");
+
+    for (name, server) in [("node 1", &server_one), ("node 2", &server_two)] {
+        assert!(
+            !server.log().contains(PASSWORD),
+            "{name} logged the database password"
+        );
+    }
+}
+
+/// Creates a data directory whose `[storage]` names the shared database. A second node takes
+/// the first node's root key, as all nodes of a cluster must.
+fn node(postgres: &Postgres, database: &str, id: &str, first: Option<&DataDir>) -> DataDir {
+    let data = DataDir::init();
+    if let Some(first) = first {
+        std::fs::copy(first.path().join("root.key"), data.path().join("root.key"))
+            .expect("copy the root key");
+    }
+    let storage = format!(
+        "backend = \"postgres\"\nurl = \"{}\"\npassword_file = \"{}\"",
+        postgres.url(OWNER, database),
+        postgres.password_file().display()
+    );
+    data.configure(&[
+        ("backend = \"sqlite\"\npath = \"keyhold.db\"", &storage),
+        ("# node_id = \"keyhold-1\"", &format!("node_id = \"{id}\"")),
+    ]);
+    data
+}
+
+fn key_status(data: &DataDir, key_id: &str) -> String {
+    let shown: Value =
+        serde_json::from_str(&data.run_ok(&["key", "show", "acme", key_id, "--output", "json"]))
+            .expect("key show JSON");
+    shown["status"].as_str().unwrap_or_default().to_owned()
+}
+
+fn encrypt(server: &Server, credential: &Credential, key_id: &str) -> HttpResponse {
+    let path = credential.path(&format!("/keys/{key_id}/encrypt"));
+    server.post(credential, &path, &encrypt_request(b"data key", None))
+}
+
+fn decrypt(
+    server: &Server,
+    credential: &Credential,
+    key_id: &str,
+    encrypted: &Value,
+) -> HttpResponse {
+    let path = credential.path(&format!("/keys/{key_id}/decrypt"));
+    server.post(credential, &path, &decrypt_request(encrypted, None))
+}
+
+fn encrypted(server: &Server, credential: &Credential, key_id: &str) -> Value {
+    let response = encrypt(server, credential, key_id);
+    assert_eq!(response.status, 200, "encrypt {key_id}: {}", response.body);
+    response.json()
+}
+
+/// The key version named in an encrypt response's `ciphertextMetadata`: a format byte, then
+/// the version as a big-endian 32-bit integer.
+fn metadata_version(encrypted: &Value) -> u32 {
+    let metadata = unb64(
+        encrypted["ciphertextMetadata"]
+            .as_str()
+            .expect("ciphertextMetadata"),
+        "ciphertextMetadata",
+    );
+    assert_eq!(metadata.len(), 5, "metadata: {metadata:?}");
+    u32::from_be_bytes([metadata[1], metadata[2], metadata[3], metadata[4]])
+}
