@@ -5,6 +5,7 @@ mod common;
 
 use std::sync::{Arc, Barrier};
 use std::thread;
+use std::time::{Duration, Instant};
 
 use common::postgres_server::{OWNER, Postgres};
 use keyhold::keystore::model::{
@@ -132,6 +133,87 @@ fn postgres_writers_race_safely() {
     // Rejected credentials rolled back.
     let changes = 2 + 8 + 1 + 8;
     assert_eq!(store.revision().expect("revision"), before + changes);
+}
+
+#[test]
+fn postgres_change_wakes_a_waiting_node() {
+    let server = Postgres::start();
+    let target = new_target(&server);
+    let listener = Store::connect_postgres(&target).expect("connect listener");
+    let mut writer = Store::connect_postgres(&target).expect("connect writer");
+
+    // The first call subscribes; nothing has changed since.
+    assert!(
+        !listener
+            .wait_for_change(Duration::from_millis(50))
+            .expect("wait")
+    );
+    let handle = thread::spawn(move || {
+        thread::sleep(Duration::from_millis(100));
+        writer
+            .create_domain(&domain("acme"))
+            .expect("create domain");
+    });
+    let started = Instant::now();
+    let changed = listener
+        .wait_for_change(Duration::from_secs(5))
+        .expect("wait for change");
+    let delay = started.elapsed();
+    handle.join().expect("writer thread");
+    eprintln!("change notification arrived after {delay:?}, 100 ms of it before the write");
+    assert!(changed, "no notification within 5 s");
+    assert!(
+        delay < Duration::from_secs(2),
+        "notification took {delay:?}"
+    );
+    assert_eq!(listener.revision().expect("revision"), 1);
+}
+
+#[test]
+fn sqlite_wait_for_change_sleeps() {
+    let dir = tempfile::tempdir().expect("temporary directory");
+    let store = Store::open(&dir.path().join("keyhold.db")).expect("open store");
+    let started = Instant::now();
+    assert!(
+        !store
+            .wait_for_change(Duration::from_millis(50))
+            .expect("wait")
+    );
+    assert!(started.elapsed() >= Duration::from_millis(50));
+}
+
+#[test]
+fn postgres_store_reconnects_after_lost_connection() {
+    let server = Postgres::start();
+    let target = new_target(&server);
+    let mut store = Store::connect_postgres(&target).expect("connect");
+    store.create_domain(&domain("acme")).expect("create domain");
+
+    let mut superuser = server.superuser();
+    let terminated = superuser
+        .query(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE usename = $1",
+            &[&OWNER],
+        )
+        .expect("terminate sessions");
+    assert_eq!(terminated.len(), 1);
+
+    // The statement that finds the connection broken fails; the next one reconnects.
+    let failures = (0..2)
+        .map(|_| store.domains())
+        .take_while(Result::is_err)
+        .count();
+    assert!(
+        failures <= 1,
+        "{failures} reads failed after the connection was lost"
+    );
+    assert_eq!(
+        store.domains().expect("domains after reconnecting").len(),
+        1
+    );
+    store
+        .set_domain_status("acme", DomainStatus::Disabled)
+        .expect("write after reconnecting");
 }
 
 #[test]

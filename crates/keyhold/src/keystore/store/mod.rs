@@ -17,11 +17,10 @@ mod postgres;
 pub use postgres::{PASSWORD_ENV, PostgresTarget};
 mod sql;
 
-use std::cell::RefCell;
 use std::path::Path;
 use std::time::Duration;
 
-use sql::{Backend, Connection, Isolation, Row, Sql, Transaction, params};
+use sql::{Backend, Connection, Isolation, PostgresConnection, Row, Sql, Transaction, params};
 
 use super::model::{
     CredentialInfo, Domain, DomainStatus, KeyInfo, KeyStatus, KeyUsage, MAX_ACTIVE_CREDENTIALS,
@@ -200,7 +199,7 @@ impl Store {
         let mut client = postgres::connect(target)?;
         postgres::migrate(&mut client)?;
         Ok(Self {
-            conn: Connection::Postgres(RefCell::new(client)),
+            conn: Connection::Postgres(Box::new(PostgresConnection::new(client, target.clone()))),
         })
     }
 
@@ -582,8 +581,30 @@ impl Store {
         }
         let value = change(&tx)?;
         tx.execute("UPDATE meta SET revision = revision + 1 WHERE id = 1", &[])?;
+        if tx.backend() == Backend::Postgres {
+            // Delivered to the listening nodes when the transaction commits, never before.
+            tx.execute(&format!("NOTIFY {}", postgres::CHANGES_CHANNEL), &[])?;
+        }
         tx.commit()?;
         Ok(value)
+    }
+
+    /// Waits until another connection commits a change or `timeout` passes, and returns whether
+    /// a change was announced. On PostgreSQL this listens for the notification that every
+    /// change sends; SQLite has no notifications, so it sleeps for `timeout` and returns false.
+    /// Either way the caller still compares [`Store::revision`], which is the source of truth.
+    ///
+    /// # Errors
+    ///
+    /// Returns [`StoreError::Postgres`] when the connection fails.
+    pub fn wait_for_change(&self, timeout: Duration) -> Result<bool, StoreError> {
+        match self.conn.postgres() {
+            Some(connection) => connection.wait_for_change(timeout),
+            None => {
+                std::thread::sleep(timeout);
+                Ok(false)
+            }
+        }
     }
 }
 

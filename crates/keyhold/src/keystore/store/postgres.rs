@@ -23,6 +23,10 @@ pub const PASSWORD_ENV: &str = "KEYHOLD_POSTGRES_PASSWORD";
 /// as a big-endian integer.
 const MIGRATION_LOCK: i64 = 0x4B45_5948_4F4C_4400;
 
+/// Channel on which every committed change sends a notification, so the other nodes reload at
+/// once instead of at their next poll.
+pub(super) const CHANGES_CHANNEL: &str = "keyhold_changes";
+
 /// Time allowed to open a connection to each host when the URL sets no `connect_timeout`.
 const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 

@@ -7,14 +7,17 @@
 //! byte vector. Dialect differences that a statement cannot hide, such as DDL and `PRAGMA`,
 //! stay with the caller, which asks [`Connection::backend`].
 
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell, RefMut};
 use std::fmt;
+use std::time::Duration;
 
 use bytes::BytesMut;
+use postgres::fallible_iterator::FallibleIterator as _;
 use postgres::types::{IsNull, ToSql, Type, to_sql_checked};
 use rusqlite::types::{ToSqlOutput, ValueRef};
 
 use super::StoreError;
+use super::postgres::{CHANGES_CHANNEL, PostgresTarget};
 
 /// Builds a `&[Value]` parameter list.
 macro_rules! params {
@@ -224,9 +227,59 @@ pub(super) trait Sql {
 /// An open connection to either database.
 pub(super) enum Connection {
     Sqlite(rusqlite::Connection),
+    // Boxed because the PostgreSQL client and its settings are several times larger than a
+    // rusqlite connection.
+    Postgres(Box<PostgresConnection>),
+}
+
+/// A PostgreSQL client that reconnects after its connection was lost, for example when the
+/// primary failed over and the URL's `target_session_attrs=read-write` must find the new one.
+pub(super) struct PostgresConnection {
     // `postgres::Client` needs `&mut` for every call, while the store reads through `&self`.
     // The cell keeps `Store` `Send` and, like a rusqlite connection, not `Sync`.
-    Postgres(RefCell<postgres::Client>),
+    client: RefCell<postgres::Client>,
+    target: PostgresTarget,
+    /// Whether this session has run `LISTEN`; a new session after a reconnect has not.
+    listening: Cell<bool>,
+}
+
+impl PostgresConnection {
+    /// Wraps a connected client.
+    pub(super) fn new(client: postgres::Client, target: PostgresTarget) -> Self {
+        Self {
+            client: RefCell::new(client),
+            target,
+            listening: Cell::new(false),
+        }
+    }
+
+    /// Returns the client, first reconnecting when the connection is closed. A statement that
+    /// fails because the connection broke returns its error; the next one reconnects.
+    fn client(&self) -> Result<RefMut<'_, postgres::Client>, StoreError> {
+        let mut client = self.client.borrow_mut();
+        if client.is_closed() {
+            tracing::warn!(database = %self.target, "PostgreSQL connection lost; reconnecting");
+            *client = super::postgres::connect(&self.target)?;
+            self.listening.set(false);
+            tracing::info!(database = %self.target, "reconnected to PostgreSQL");
+        }
+        Ok(client)
+    }
+
+    /// Waits up to `timeout` for a change notification and returns whether one came.
+    /// Notifications that arrived while other statements ran count too.
+    pub(super) fn wait_for_change(&self, timeout: Duration) -> Result<bool, StoreError> {
+        let mut client = self.client()?;
+        if !self.listening.get() {
+            client.batch_execute(&format!("LISTEN {CHANGES_CHANNEL}"))?;
+            self.listening.set(true);
+        }
+        let mut notifications = client.notifications();
+        let changed = notifications.timeout_iter(timeout).next()?.is_some();
+        // One reload covers every change so far, so the rest of the queue can go.
+        while notifications.iter().next()?.is_some() {}
+        Ok(changed)
+    }
 }
 
 impl fmt::Debug for Connection {
@@ -270,8 +323,9 @@ impl Connection {
                     conn.transaction_with_behavior(behavior)?,
                 ))
             }
-            Self::Postgres(client) => {
-                let builder = client.get_mut().build_transaction();
+            Self::Postgres(connection) => {
+                connection.client()?;
+                let builder = connection.client.get_mut().build_transaction();
                 let builder = match isolation {
                     Isolation::Snapshot => builder
                         .isolation_level(postgres::IsolationLevel::RepeatableRead)
@@ -282,6 +336,14 @@ impl Connection {
                 };
                 Ok(Transaction::Postgres(RefCell::new(builder.start()?)))
             }
+        }
+    }
+
+    /// The PostgreSQL connection, for PostgreSQL-only steps such as `LISTEN`.
+    pub(super) fn postgres(&self) -> Option<&PostgresConnection> {
+        match self {
+            Self::Sqlite(_) => None,
+            Self::Postgres(connection) => Some(connection.as_ref()),
         }
     }
 
@@ -316,14 +378,14 @@ impl Sql for Connection {
     fn execute(&self, sql: &str, params: &[Value]) -> Result<u64, StoreError> {
         match self {
             Self::Sqlite(conn) => sqlite_execute(conn, sql, params),
-            Self::Postgres(client) => postgres_execute(&mut *client.borrow_mut(), sql, params),
+            Self::Postgres(connection) => postgres_execute(&mut *connection.client()?, sql, params),
         }
     }
 
     fn query(&self, sql: &str, params: &[Value]) -> Result<Vec<Row>, StoreError> {
         match self {
             Self::Sqlite(conn) => sqlite_query(conn, sql, params),
-            Self::Postgres(client) => postgres_query(&mut *client.borrow_mut(), sql, params),
+            Self::Postgres(connection) => postgres_query(&mut *connection.client()?, sql, params),
         }
     }
 }
