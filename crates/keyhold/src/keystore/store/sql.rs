@@ -241,6 +241,9 @@ pub(super) struct PostgresConnection {
     target: PostgresTarget,
     /// Whether this session has run `LISTEN`; a new session after a reconnect has not.
     listening: Cell<bool>,
+    /// Set when a statement failed in a way that leaves this session unusable, before the
+    /// client itself may notice that the connection closed.
+    broken: Cell<bool>,
 }
 
 impl PostgresConnection {
@@ -250,6 +253,7 @@ impl PostgresConnection {
             client: RefCell::new(client),
             target,
             listening: Cell::new(false),
+            broken: Cell::new(false),
         }
     }
 
@@ -257,10 +261,11 @@ impl PostgresConnection {
     /// fails because the connection broke returns its error; the next one reconnects.
     fn client(&self) -> Result<RefMut<'_, postgres::Client>, StoreError> {
         let mut client = self.client.borrow_mut();
-        if client.is_closed() {
+        if client.is_closed() || self.broken.get() {
             tracing::warn!(database = %self.target, "PostgreSQL connection lost; reconnecting");
             *client = super::postgres::connect(&self.target)?;
             self.listening.set(false);
+            self.broken.set(false);
             tracing::info!(database = %self.target, "reconnected to PostgreSQL");
         }
         Ok(client)
@@ -275,10 +280,27 @@ impl PostgresConnection {
             self.listening.set(true);
         }
         let mut notifications = client.notifications();
-        let changed = notifications.timeout_iter(timeout).next()?.is_some();
+        let changed = notifications
+            .timeout_iter(timeout)
+            .next()
+            .map_err(|error| self.failed(error))?
+            .is_some();
         // One reload covers every change so far, so the rest of the queue can go.
-        while notifications.iter().next()?.is_some() {}
+        while notifications
+            .iter()
+            .next()
+            .map_err(|error| self.failed(error))?
+            .is_some()
+        {}
         Ok(changed)
+    }
+
+    /// Marks the session for a reconnect when `error` shows it unusable, and converts it.
+    fn failed(&self, error: postgres::Error) -> StoreError {
+        if session_lost(&error) {
+            self.broken.set(true);
+        }
+        error.into()
     }
 }
 
@@ -304,7 +326,10 @@ pub(super) enum Isolation {
 /// An open transaction; dropping it without [`Transaction::commit`] rolls it back.
 pub(super) enum Transaction<'a> {
     Sqlite(rusqlite::Transaction<'a>),
-    Postgres(RefCell<postgres::Transaction<'a>>),
+    Postgres {
+        tx: RefCell<postgres::Transaction<'a>>,
+        connection_broken: &'a Cell<bool>,
+    },
 }
 
 impl Connection {
@@ -325,7 +350,8 @@ impl Connection {
             }
             Self::Postgres(connection) => {
                 connection.client()?;
-                let builder = connection.client.get_mut().build_transaction();
+                let PostgresConnection { client, broken, .. } = &mut **connection;
+                let builder = client.get_mut().build_transaction();
                 let builder = match isolation {
                     Isolation::Snapshot => builder
                         .isolation_level(postgres::IsolationLevel::RepeatableRead)
@@ -334,7 +360,16 @@ impl Connection {
                         builder.isolation_level(postgres::IsolationLevel::ReadCommitted)
                     }
                 };
-                Ok(Transaction::Postgres(RefCell::new(builder.start()?)))
+                let tx = builder.start().map_err(|error| {
+                    if session_lost(&error) {
+                        broken.set(true);
+                    }
+                    StoreError::from(error)
+                })?;
+                Ok(Transaction::Postgres {
+                    tx: RefCell::new(tx),
+                    connection_broken: broken,
+                })
             }
         }
     }
@@ -361,7 +396,15 @@ impl Transaction<'_> {
     pub(super) fn commit(self) -> Result<(), StoreError> {
         match self {
             Self::Sqlite(tx) => tx.commit()?,
-            Self::Postgres(tx) => tx.into_inner().commit()?,
+            Self::Postgres {
+                tx,
+                connection_broken,
+            } => tx.into_inner().commit().map_err(|error| {
+                if session_lost(&error) {
+                    connection_broken.set(true);
+                }
+                StoreError::from(error)
+            })?,
         }
         Ok(())
     }
@@ -378,14 +421,18 @@ impl Sql for Connection {
     fn execute(&self, sql: &str, params: &[Value]) -> Result<u64, StoreError> {
         match self {
             Self::Sqlite(conn) => sqlite_execute(conn, sql, params),
-            Self::Postgres(connection) => postgres_execute(&mut *connection.client()?, sql, params),
+            Self::Postgres(connection) => {
+                postgres_execute(&mut *connection.client()?, sql, params, &connection.broken)
+            }
         }
     }
 
     fn query(&self, sql: &str, params: &[Value]) -> Result<Vec<Row>, StoreError> {
         match self {
             Self::Sqlite(conn) => sqlite_query(conn, sql, params),
-            Self::Postgres(connection) => postgres_query(&mut *connection.client()?, sql, params),
+            Self::Postgres(connection) => {
+                postgres_query(&mut *connection.client()?, sql, params, &connection.broken)
+            }
         }
     }
 }
@@ -394,21 +441,27 @@ impl Sql for Transaction<'_> {
     fn backend(&self) -> Backend {
         match self {
             Self::Sqlite(_) => Backend::Sqlite,
-            Self::Postgres(_) => Backend::Postgres,
+            Self::Postgres { .. } => Backend::Postgres,
         }
     }
 
     fn execute(&self, sql: &str, params: &[Value]) -> Result<u64, StoreError> {
         match self {
             Self::Sqlite(tx) => sqlite_execute(tx, sql, params),
-            Self::Postgres(tx) => postgres_execute(&mut *tx.borrow_mut(), sql, params),
+            Self::Postgres {
+                tx,
+                connection_broken,
+            } => postgres_execute(&mut *tx.borrow_mut(), sql, params, connection_broken),
         }
     }
 
     fn query(&self, sql: &str, params: &[Value]) -> Result<Vec<Row>, StoreError> {
         match self {
             Self::Sqlite(tx) => sqlite_query(tx, sql, params),
-            Self::Postgres(tx) => postgres_query(&mut *tx.borrow_mut(), sql, params),
+            Self::Postgres {
+                tx,
+                connection_broken,
+            } => postgres_query(&mut *tx.borrow_mut(), sql, params, connection_broken),
         }
     }
 }
@@ -455,19 +508,46 @@ fn postgres_execute(
     client: &mut impl postgres::GenericClient,
     sql: &str,
     params: &[Value],
+    broken: &Cell<bool>,
 ) -> Result<u64, StoreError> {
     let references: Vec<&(dyn ToSql + Sync)> = params.iter().map(|value| value as _).collect();
-    Ok(client.execute(postgres_placeholders(sql).as_str(), &references)?)
+    client
+        .execute(postgres_placeholders(sql).as_str(), &references)
+        .map_err(|error| note_lost_session(error, broken))
 }
 
 fn postgres_query(
     client: &mut impl postgres::GenericClient,
     sql: &str,
     params: &[Value],
+    broken: &Cell<bool>,
 ) -> Result<Vec<Row>, StoreError> {
     let references: Vec<&(dyn ToSql + Sync)> = params.iter().map(|value| value as _).collect();
-    let rows = client.query(postgres_placeholders(sql).as_str(), &references)?;
+    let rows = client
+        .query(postgres_placeholders(sql).as_str(), &references)
+        .map_err(|error| note_lost_session(error, broken))?;
     rows.iter().map(postgres_row).collect()
+}
+
+fn note_lost_session(error: postgres::Error, broken: &Cell<bool>) -> StoreError {
+    if session_lost(&error) {
+        broken.set(true);
+    }
+    error.into()
+}
+
+/// Whether `error` leaves the session unusable for the store: the connection closed, the
+/// server ended the session (SQLSTATE class 57P, or any FATAL error), or the server became a
+/// read-only standby (25006), so a new connection must find the primary.
+fn session_lost(error: &postgres::Error) -> bool {
+    if error.is_closed() {
+        return true;
+    }
+    error.as_db_error().is_some_and(|db| {
+        db.code().code().starts_with("57P")
+            || db.code() == &postgres::error::SqlState::READ_ONLY_SQL_TRANSACTION
+            || db.severity() == "FATAL"
+    })
 }
 
 fn postgres_row(row: &postgres::Row) -> Result<Row, StoreError> {
