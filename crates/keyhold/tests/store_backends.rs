@@ -170,6 +170,40 @@ fn postgres_change_wakes_a_waiting_node() {
 }
 
 #[test]
+fn postgres_scheduler_lock_admits_one_node() {
+    let server = Postgres::start();
+    let target = new_target(&server);
+    let first = Store::connect_postgres(&target).expect("connect first node");
+    let second = Store::connect_postgres(&target).expect("connect second node");
+
+    assert!(first.try_lock_scheduler().expect("first lock"));
+    assert!(!second.try_lock_scheduler().expect("second lock while held"));
+    first.unlock_scheduler().expect("unlock");
+    assert!(
+        second
+            .try_lock_scheduler()
+            .expect("second lock after unlock")
+    );
+    // A node whose session ends releases the lock.
+    drop(second);
+    assert!(
+        first
+            .try_lock_scheduler()
+            .expect("lock after the holder left")
+    );
+    first.unlock_scheduler().expect("unlock again");
+}
+
+#[test]
+fn sqlite_scheduler_lock_always_succeeds() {
+    let dir = tempfile::tempdir().expect("temporary directory");
+    let first = Store::open(&dir.path().join("keyhold.db")).expect("open store");
+    let second = Store::open(&dir.path().join("keyhold.db")).expect("open again");
+    assert!(first.try_lock_scheduler().expect("lock"));
+    assert!(second.try_lock_scheduler().expect("lock again"));
+}
+
+#[test]
 fn sqlite_wait_for_change_sleeps() {
     let dir = tempfile::tempdir().expect("temporary directory");
     let store = Store::open(&dir.path().join("keyhold.db")).expect("open store");

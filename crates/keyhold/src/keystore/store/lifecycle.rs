@@ -392,6 +392,42 @@ impl Store {
         })
     }
 
+    /// Takes the cluster-wide lock for scheduled rotations and deletions without waiting, and
+    /// returns whether this connection holds it now. On PostgreSQL this is a session-level
+    /// advisory lock, so one node runs the scheduled work while the others skip that round;
+    /// the server releases it when the session ends. SQLite serves one node, so it always
+    /// succeeds there.
+    ///
+    /// # Errors
+    ///
+    /// Returns [`StoreError::Postgres`] on a database failure.
+    pub fn try_lock_scheduler(&self) -> Result<bool, StoreError> {
+        if self.conn.backend() == Backend::Sqlite {
+            return Ok(true);
+        }
+        self.conn
+            .query_one(
+                "SELECT pg_try_advisory_lock(?1)",
+                params![super::postgres::SCHEDULER_LOCK],
+            )?
+            .get(0)
+    }
+
+    /// Releases the lock taken by [`Store::try_lock_scheduler`].
+    ///
+    /// # Errors
+    ///
+    /// Returns [`StoreError::Postgres`] on a database failure.
+    pub fn unlock_scheduler(&self) -> Result<(), StoreError> {
+        if self.conn.backend() == Backend::Postgres {
+            self.conn.query_one(
+                "SELECT pg_advisory_unlock(?1)",
+                params![super::postgres::SCHEDULER_LOCK],
+            )?;
+        }
+        Ok(())
+    }
+
     /// Removes erased material from the database files as far as the backend allows.
     ///
     /// SQLite overwrites freed pages (`secure_delete`) and truncates the write-ahead log, so the

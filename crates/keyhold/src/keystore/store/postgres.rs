@@ -23,6 +23,10 @@ pub const PASSWORD_ENV: &str = "KEYHOLD_POSTGRES_PASSWORD";
 /// as a big-endian integer.
 const MIGRATION_LOCK: i64 = 0x4B45_5948_4F4C_4400;
 
+/// Key of the session-level advisory lock held by the node that runs scheduled rotations and
+/// deletions: "KEYHOLD\x01" read as a big-endian integer.
+pub(super) const SCHEDULER_LOCK: i64 = 0x4B45_5948_4F4C_4401;
+
 /// Channel on which every committed change sends a notification, so the other nodes reload at
 /// once instead of at their next poll.
 pub(super) const CHANGES_CHANNEL: &str = "keyhold_changes";
