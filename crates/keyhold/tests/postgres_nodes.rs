@@ -4,6 +4,8 @@
 
 mod common;
 
+use std::os::unix::fs::PermissionsExt as _;
+use std::path::Path;
 use std::time::Duration;
 
 use common::postgres_server::{OWNER, PASSWORD, Postgres};
@@ -111,6 +113,67 @@ fn two_nodes_share_one_postgres_database() {
             "{name} logged the database password"
         );
     }
+}
+
+#[test]
+fn backup_moves_between_sqlite_and_postgres() {
+    let postgres = Postgres::start();
+    let sqlite = DataDir::init();
+    sqlite.create_domain("acme", &[]);
+    let credential = sqlite.create_credential("acme");
+    sqlite.create_key("acme", "k1", &[]);
+    sqlite.run_ok(&["key", "rotate", "acme", "k1"]);
+    let ciphertext = {
+        let server = Server::start(&sqlite);
+        encrypted(&server, &credential, "k1")
+    };
+    let key_file = sqlite.scratch().join("backup.key");
+    std::fs::write(&key_file, [0x5a; 32]).expect("write backup key");
+    std::fs::set_permissions(&key_file, std::fs::Permissions::from_mode(0o600))
+        .expect("chmod backup key");
+
+    // SQLite to PostgreSQL: the restored node decrypts what the SQLite node encrypted.
+    let to_postgres = node(&postgres, &postgres.create_database(), "node-1", None);
+    restore(&sqlite, &to_postgres, &key_file);
+    assert_eq!(listing(&to_postgres), listing(&sqlite));
+    let server = Server::start(&to_postgres);
+    let response = decrypt(&server, &credential, "k1", &ciphertext);
+    assert_eq!(response.status, 200, "{}", response.body);
+    drop(server);
+
+    // PostgreSQL back to a new SQLite data directory.
+    let back = DataDir::init();
+    restore(&to_postgres, &back, &key_file);
+    assert_eq!(listing(&back), listing(&sqlite));
+}
+
+/// Backs up every domain of `source` and restores it into `target`.
+fn restore(source: &DataDir, target: &DataDir, key_file: &Path) {
+    let backup = target.scratch().join("restore.backup");
+    let key_file = key_file.to_str().expect("UTF-8 path");
+    let backup_arg = backup.to_str().expect("UTF-8 path");
+    source.run_ok(&[
+        "backup",
+        "create",
+        "--output",
+        backup_arg,
+        "--key-file",
+        key_file,
+    ]);
+    let restored = target.run_ok(&["backup", "restore", backup_arg, "--key-file", key_file]);
+    assert!(restored.starts_with("Restored"), "{restored}");
+}
+
+/// The JSON listings of domain `acme`'s keys and versions of `k1`.
+fn listing(data: &DataDir) -> Vec<Value> {
+    [
+        &["key", "list", "acme", "--output", "json"][..],
+        &["key", "version", "list", "acme", "k1", "--output", "json"][..],
+        &["credential", "list", "acme", "--output", "json"][..],
+    ]
+    .iter()
+    .map(|args| serde_json::from_str(&data.run_ok(args)).expect("listing JSON"))
+    .collect()
 }
 
 /// Creates a data directory whose `[storage]` names the shared database. A second node takes
