@@ -244,6 +244,8 @@ pub(super) struct PostgresConnection {
     /// Set when a statement failed in a way that leaves this session unusable, before the
     /// client itself may notice that the connection closed.
     broken: Cell<bool>,
+    /// Whether the current outage was logged.
+    outage_reported: Cell<bool>,
 }
 
 impl PostgresConnection {
@@ -254,6 +256,7 @@ impl PostgresConnection {
             target,
             listening: Cell::new(false),
             broken: Cell::new(false),
+            outage_reported: Cell::new(false),
         }
     }
 
@@ -262,10 +265,14 @@ impl PostgresConnection {
     fn client(&self) -> Result<RefMut<'_, postgres::Client>, StoreError> {
         let mut client = self.client.borrow_mut();
         if client.is_closed() || self.broken.get() {
-            tracing::warn!(database = %self.target, "PostgreSQL connection lost; reconnecting");
+            // Logged once per outage, not for every statement that tries again.
+            if !self.outage_reported.replace(true) {
+                tracing::warn!(database = %self.target, "PostgreSQL connection lost; reconnecting");
+            }
             *client = super::postgres::connect(&self.target)?;
             self.listening.set(false);
             self.broken.set(false);
+            self.outage_reported.set(false);
             tracing::info!(database = %self.target, "reconnected to PostgreSQL");
         }
         Ok(client)
