@@ -84,7 +84,7 @@ fn two_nodes_share_one_postgres_database() {
     }
     first.run_ok(&["key", "enable", "acme", "k1"]);
 
-    // The limit of two active credentials holds across nodes, and revocation frees a place.
+    // The limit of two active credentials applies across nodes, and revocation frees a place.
     let another = second.create_credential("acme");
     let third = first.run(&["credential", "create", "acme"]);
     assert!(
@@ -164,7 +164,7 @@ fn restore(source: &DataDir, target: &DataDir, key_file: &Path) {
     assert!(restored.starts_with("Restored"), "{restored}");
 }
 
-/// The JSON listings of domain `acme`'s keys and versions of `k1`.
+/// Returns the JSON listings of domain `acme`'s keys and credentials and of `k1`'s versions.
 fn listing(data: &DataDir) -> Vec<Value> {
     [
         &["key", "list", "acme", "--output", "json"][..],

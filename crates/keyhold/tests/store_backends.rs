@@ -82,7 +82,7 @@ fn postgres_writers_race_safely() {
         .expect("create key");
     let before = store.revision().expect("revision");
 
-    // Eight nodes add a credential each at the same moment: the limit of two holds.
+    // Eight nodes add a credential each at the same moment: the limit of two still applies.
     let results = race(&target, 8, |store, node| {
         store.add_credential(&credential("acme", &access_key_id(node)), b"wrapped")
     });

@@ -179,7 +179,7 @@ impl RateLimitedLog {
 /// Starts the thread that reloads the snapshot when the store's revision changes.
 ///
 /// On PostgreSQL the thread wakes as soon as any node commits a change and announces it with
-/// `NOTIFY`; the revision poll stays as the fallback for a lost notification or connection.
+/// `NOTIFY`. The revision poll stays as the fallback for a lost notification or connection.
 /// When the store cannot be read, the server keeps serving from the last snapshot and reports
 /// `DEGRADED` until a read succeeds again.
 pub fn spawn_refresher(

@@ -394,8 +394,8 @@ impl Store {
 
     /// Takes the cluster-wide lock for scheduled rotations and deletions without waiting, and
     /// returns whether this connection holds it now. On PostgreSQL this is a session-level
-    /// advisory lock, so one node runs the scheduled work while the others skip that round;
-    /// the server releases it when the session ends. SQLite serves one node, so it always
+    /// advisory lock, so one node runs the scheduled work while the others skip that round.
+    /// The server releases it when the session ends. SQLite serves one node, so it always
     /// succeeds there.
     ///
     /// # Errors

@@ -4,7 +4,7 @@
 //! Every change runs in one transaction that also increments `meta.revision`, so a running
 //! server polling that number notices changes made by the CLI or by another node. SQLite runs
 //! in WAL mode with `synchronous = FULL`, so a change is on disk before the command that made it
-//! returns; PostgreSQL gives the same guarantee with its default `synchronous_commit = on`.
+//! returns. PostgreSQL gives the same guarantee with its default `synchronous_commit = on`.
 //! Secrets arrive here already wrapped; this module never sees them in clear.
 
 mod audit_head;
@@ -143,7 +143,7 @@ pub struct Dataset {
     pub system_keys: Vec<(String, Vec<u8>)>,
 }
 
-/// Where the store lives, as configured in `[storage]`.
+/// Location of the store, as configured in `[storage]`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum StorageTarget {
     /// The embedded SQLite database file.
@@ -591,7 +591,7 @@ impl Store {
 
     /// Waits until another connection commits a change or `timeout` passes, and returns whether
     /// a change was announced. On PostgreSQL this listens for the notification that every
-    /// change sends; SQLite has no notifications, so it sleeps for `timeout` and returns false.
+    /// change sends. SQLite has no notifications, so it sleeps for `timeout` and returns false.
     /// Either way the caller still compares [`Store::revision`], which is the source of truth.
     ///
     /// # Errors

@@ -14,7 +14,7 @@ use zeroize::Zeroizing;
 
 use super::{SCHEMA_VERSION, StoreError};
 
-/// Environment variable that holds the PostgreSQL password; it takes precedence over
+/// Environment variable that contains the PostgreSQL password. It takes precedence over
 /// `password_file`.
 pub const PASSWORD_ENV: &str = "KEYHOLD_POSTGRES_PASSWORD";
 
@@ -40,7 +40,7 @@ pub struct PostgresTarget {
     /// libpq-style URL or key-value string without a password, such as
     /// `postgresql://keyhold@h1:5432,h2:5432/keyhold?target_session_attrs=read-write`.
     pub url: String,
-    /// File containing the password; it must be readable by its owner only.
+    /// File containing the password. Only its owner may read it.
     pub password_file: Option<PathBuf>,
 }
 

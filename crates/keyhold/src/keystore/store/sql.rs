@@ -5,7 +5,7 @@
 //! PostgreSQL receives them as `$1`, `$2`…. Values cross the layer as [`Value`]: integers are
 //! `i64` (PostgreSQL columns are `BIGINT`), booleans are integers 0 and 1, binary data is a
 //! byte vector. Dialect differences that a statement cannot hide, such as DDL and `PRAGMA`,
-//! stay with the caller, which asks [`Connection::backend`].
+//! stay with the caller, which checks [`Sql::backend`].
 
 use std::cell::{Cell, RefCell, RefMut};
 use std::fmt;
@@ -122,7 +122,7 @@ impl ToSql for Value {
         }
     }
 
-    // The type checks happen in `to_sql`, which knows the value's variant.
+    // The type checks happen in `to_sql`, which sees the value's variant.
     fn accepts(_ty: &Type) -> bool {
         true
     }
@@ -194,7 +194,7 @@ impl Row {
         let value = self.0.get(index).unwrap_or(&Value::Null);
         T::from_value(value).ok_or_else(|| {
             StoreError::Corrupt(format!(
-                "column {index} holds {value:?}, expected a {}",
+                "column {index} contains {value:?}, expected a {}",
                 std::any::type_name::<T>()
             ))
         })
@@ -203,7 +203,7 @@ impl Row {
 
 /// Statements that run on a connection or inside a transaction.
 pub(super) trait Sql {
-    /// The database behind this connection.
+    /// Returns the database behind this connection.
     fn backend(&self) -> Backend;
 
     /// Runs a statement and returns the number of rows it changed.
@@ -239,7 +239,7 @@ pub(super) struct PostgresConnection {
     // The cell keeps `Store` `Send` and, like a rusqlite connection, not `Sync`.
     client: RefCell<postgres::Client>,
     target: PostgresTarget,
-    /// Whether this session has run `LISTEN`; a new session after a reconnect has not.
+    /// Whether this session has run `LISTEN`. A new session after a reconnect has not.
     listening: Cell<bool>,
     /// Set when a statement failed in a way that leaves this session unusable, before the
     /// client itself may notice that the connection closed.
