@@ -1,7 +1,7 @@
 //! Audit state kept in the store: the chain head, so `keyhold audit verify` can tell a truncated
 //! audit file from a complete one, and administrative actions waiting for the audit log.
 
-use super::sql::{Sql as _, params};
+use super::sql::{Backend, Isolation, Sql as _, params};
 use super::{Store, StoreError};
 
 const CREATE_TABLE: &str = "CREATE TABLE IF NOT EXISTS audit_heads (
@@ -99,12 +99,20 @@ impl Store {
         result: &str,
     ) -> Result<(), StoreError> {
         self.create_sqlite_table(CREATE_EVENTS_TABLE)?;
-        self.conn.execute(
+        let tx = self.conn.transaction(Isolation::Write)?;
+        if tx.backend() == Backend::Postgres {
+            // Readers copy events in id order and remember the last id. PostgreSQL hands out
+            // ids before commit, so two concurrent inserts could commit in the other order and
+            // a reader could skip the lower id. One insert at a time keeps id order and commit
+            // order the same; plain reads do not wait for this lock.
+            tx.execute("LOCK TABLE admin_events IN EXCLUSIVE MODE", &[])?;
+        }
+        tx.execute(
             "INSERT INTO admin_events (time, principal, action, target, result)
              VALUES (?1, ?2, ?3, ?4, ?5)",
             params![time, principal, action, target, result],
         )?;
-        Ok(())
+        tx.commit()
     }
 
     /// Administrative actions with an id above `after`, oldest first, at most `limit`.
