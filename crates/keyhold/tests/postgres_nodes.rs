@@ -147,6 +147,65 @@ fn backup_moves_between_sqlite_and_postgres() {
     assert_eq!(listing(&back), listing(&sqlite));
 }
 
+#[test]
+fn node_serves_from_cache_while_database_is_down() {
+    let postgres = Postgres::start();
+    let data = node(&postgres, &postgres.create_database(), "node-1", None);
+    data.create_domain("acme", &[]);
+    let credential = data.create_credential("acme");
+    data.create_key("acme", "k1", &[]);
+    let server = Server::start(&data);
+    let ciphertext = encrypted(&server, &credential, "k1");
+    assert_eq!(health(&server)["storage"], "current");
+
+    // Without the database the node keeps serving from its snapshot and reports DEGRADED.
+    postgres.stop();
+    let degraded = wait_for(Duration::from_secs(10), || {
+        (health(&server)["status"] == "DEGRADED").then_some(())
+    });
+    assert!(degraded.is_some(), "health: {}", health(&server));
+    assert_eq!(
+        health(&server)["storage"],
+        "unreadable; serving the last snapshot"
+    );
+    let response = decrypt(&server, &credential, "k1", &ciphertext);
+    assert_eq!(
+        response.status, 200,
+        "decrypt from cache: {}",
+        response.body
+    );
+    let change = data.run(&["domain", "disable", "acme"]);
+    assert!(
+        !change.status.success(),
+        "a change succeeded without the database"
+    );
+    assert!(change.stderr.contains("PostgreSQL"), "{}", change.stderr);
+
+    // After the database returns, the node reconnects and applies changes again.
+    postgres.restart();
+    let current = wait_for(Duration::from_secs(15), || {
+        (health(&server)["storage"] == "current").then_some(())
+    });
+    assert!(current.is_some(), "health: {}", health(&server));
+    data.run_ok(&["domain", "disable", "acme"]);
+    let reached = wait_for(PROPAGATION_LIMIT, || {
+        (encrypt(&server, &credential, "k1").status == 400).then_some(())
+    });
+    assert!(reached.is_some(), "kill switch after reconnecting");
+    // The refresh thread and the audit writer each have a connection, and each warns once.
+    let log = server.log();
+    let warnings = log.matches("PostgreSQL connection lost").count();
+    assert!(
+        (1..=2).contains(&warnings),
+        "{warnings} warnings for one outage:\n{log}"
+    );
+}
+
+/// Returns the node's `/health` body.
+fn health(server: &Server) -> Value {
+    server.get("/health").json()
+}
+
 /// Backs up every domain of `source` and restores it into `target`.
 fn restore(source: &DataDir, target: &DataDir, key_file: &Path) {
     let backup = target.scratch().join("restore.backup");

@@ -142,52 +142,76 @@ impl Postgres {
         path
     }
 
+    /// Stops the server at once, as a crash or a lost network would, keeping its data.
+    pub(crate) fn stop(&self) {
+        let output = self.pg_ctl(&["--mode=immediate", "stop"]);
+        assert!(
+            output.status.success(),
+            "pg_ctl stop failed: {}",
+            describe(&output)
+        );
+    }
+
+    /// Starts the server again on the same port after [`Postgres::stop`].
+    pub(crate) fn restart(&self) {
+        let output = self.pg_ctl_start();
+        assert!(
+            output.status.success(),
+            "PostgreSQL did not start again: {}\nserver log:\n{}",
+            describe(&output),
+            fs::read_to_string(self.dir.path().join("server.log")).unwrap_or_default()
+        );
+    }
+
     fn start_server(&mut self) {
-        let data = self.dir.path().join("data");
-        let log = self.dir.path().join("server.log");
-        let pg_ctl = self.bin.join("pg_ctl");
         // Another process may take the port between the check and the bind, so try again.
         for _ in 0..3 {
             self.port = free_port();
-            let options = format!(
-                "-p {} -h 127.0.0.1 -k {} -c fsync=off",
-                self.port,
-                self.dir.path().display()
-            );
-            let output = run(
-                self.run_as_postgres,
-                &pg_ctl,
-                &[
-                    "--pgdata",
-                    path_str(&data),
-                    "--log",
-                    path_str(&log),
-                    "--options",
-                    &options,
-                    "--wait",
-                    "--timeout=60",
-                    "start",
-                ],
-            );
-            if output.status.success() {
+            if self.pg_ctl_start().status.success() {
                 return;
             }
         }
         panic!(
             "PostgreSQL did not start; server log:\n{}",
-            fs::read_to_string(&log).unwrap_or_default()
+            fs::read_to_string(self.dir.path().join("server.log")).unwrap_or_default()
         );
+    }
+
+    fn pg_ctl_start(&self) -> Output {
+        let log = self.dir.path().join("server.log");
+        let options = format!(
+            "-p {} -h 127.0.0.1 -k {} -c fsync=off",
+            self.port,
+            self.dir.path().display()
+        );
+        self.pg_ctl(&[
+            "--log",
+            path_str(&log),
+            "--options",
+            &options,
+            "--wait",
+            "--timeout=60",
+            "start",
+        ])
+    }
+
+    /// Runs `pg_ctl --pgdata DATA ARGS...`.
+    fn pg_ctl(&self, args: &[&str]) -> Output {
+        let data = self.dir.path().join("data");
+        let mut all = vec!["--pgdata", path_str(&data)];
+        all.extend_from_slice(args);
+        run(self.run_as_postgres, &self.bin.join("pg_ctl"), &all)
     }
 }
 
 impl Drop for Postgres {
     fn drop(&mut self) {
-        let data = self.dir.path().join("data");
-        let output = run(
-            self.run_as_postgres,
-            &self.bin.join("pg_ctl"),
-            &["--pgdata", path_str(&data), "--mode=immediate", "stop"],
-        );
+        let status = self.pg_ctl(&["status"]);
+        // pg_ctl status exits with 3 when no server runs, for example after `stop`.
+        if status.status.code() == Some(3) {
+            return;
+        }
+        let output = self.pg_ctl(&["--mode=immediate", "stop"]);
         if !output.status.success() {
             eprintln!("pg_ctl stop failed: {}", describe(&output));
         }
