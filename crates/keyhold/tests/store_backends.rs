@@ -128,6 +128,24 @@ fn postgres_writers_race_safely() {
         .count();
     assert_eq!(destroyed, 1, "results: {results:?}");
 
+    // Eight nodes create the same principal: one succeeds, the others find it taken.
+    let results = race(&target, 8, |store, _| {
+        store.create_principal(&PrincipalRow {
+            name: "alice".to_owned(),
+            roles: Vec::new(),
+            created_at: NOW,
+            created_by: "cli:root".to_owned(),
+        })
+    });
+    let created = results.iter().filter(|result| result.is_ok()).count();
+    assert_eq!(created, 1, "results: {results:?}");
+    for result in results.iter().filter_map(|result| result.as_ref().err()) {
+        assert!(
+            matches!(result, StoreError::AlreadyExists(_)),
+            "unexpected error {result:?}"
+        );
+    }
+
     // Each committed write incremented the revision once: two credentials, eight rotation
     // attempts (seven found the primary moved), the scheduling and eight destruction attempts.
     // Rejected credentials rolled back.

@@ -103,8 +103,9 @@ impl Store {
         if tx.backend() == Backend::Postgres {
             // Readers copy events in id order and remember the last id. PostgreSQL hands out
             // ids before commit, so two concurrent inserts could commit in the other order and
-            // a reader could skip the lower id. One insert at a time keeps id order and commit
-            // order the same; plain reads do not wait for this lock.
+            // a reader could skip the lower id. The write transaction's `meta` row lock already
+            // lets one insert run at a time, and this lock keeps that true for any other
+            // writer. Plain reads do not wait for it.
             tx.execute("LOCK TABLE admin_events IN EXCLUSIVE MODE", &[])?;
         }
         tx.execute(

@@ -566,19 +566,15 @@ impl Store {
 
     /// Runs `change` in a write transaction and increments the revision with it.
     ///
-    /// Writers never interleave: SQLite takes its write lock at `BEGIN IMMEDIATE`, and on
-    /// PostgreSQL every writer first locks the single `meta` row. Because READ COMMITTED takes
-    /// a fresh snapshot for each statement, every check `change` makes after that lock sees all
-    /// changes committed before, so check-then-write steps such as the credential limit stay
-    /// race-free across nodes.
+    /// Writers never interleave (see [`Isolation::Write`]). On PostgreSQL, READ COMMITTED takes
+    /// a fresh snapshot for each statement, so every check `change` makes after the `meta` row
+    /// lock sees all changes committed before. Check-then-write steps such as the credential
+    /// limit therefore stay race-free across nodes.
     fn write<T>(
         &mut self,
         change: impl FnOnce(&Transaction<'_>) -> Result<T, StoreError>,
     ) -> Result<T, StoreError> {
         let tx = self.conn.transaction(Isolation::Write)?;
-        if tx.backend() == Backend::Postgres {
-            tx.query_one("SELECT revision FROM meta WHERE id = 1 FOR UPDATE", &[])?;
-        }
         let value = change(&tx)?;
         tx.execute("UPDATE meta SET revision = revision + 1 WHERE id = 1", &[])?;
         if tx.backend() == Backend::Postgres {

@@ -325,8 +325,9 @@ impl fmt::Debug for Connection {
 pub(super) enum Isolation {
     /// Reads see one consistent snapshot; nothing is written.
     Snapshot,
-    /// The transaction writes. On SQLite it takes the write lock at once (`BEGIN IMMEDIATE`);
-    /// on PostgreSQL it runs at READ COMMITTED and the caller serializes with a row lock.
+    /// The transaction writes, and no other write transaction runs at the same time. SQLite
+    /// takes its write lock at once (`BEGIN IMMEDIATE`). PostgreSQL runs at READ COMMITTED and
+    /// first locks the single `meta` row, which every write transaction of every node locks.
     Write,
 }
 
@@ -373,10 +374,14 @@ impl Connection {
                     }
                     StoreError::from(error)
                 })?;
-                Ok(Transaction::Postgres {
+                let tx = Transaction::Postgres {
                     tx: RefCell::new(tx),
                     connection_broken: broken,
-                })
+                };
+                if isolation == Isolation::Write {
+                    tx.query_one("SELECT 1 FROM meta WHERE id = 1 FOR UPDATE", &[])?;
+                }
+                Ok(tx)
             }
         }
     }
