@@ -85,7 +85,7 @@ fn two_nodes_share_one_postgres_database() {
     first.run_ok(&["key", "enable", "acme", "k1"]);
 
     // The limit of two active credentials applies across nodes, and revocation frees a place.
-    let another = second.create_credential("acme");
+    let second_credential = second.create_credential("acme");
     let third = first.run(&["credential", "create", "acme"]);
     assert!(
         !third.status.success(),
@@ -96,9 +96,14 @@ fn two_nodes_share_one_postgres_database() {
         "{}",
         third.stderr
     );
-    second.run_ok(&["credential", "revoke", "acme", &another.access_key_id]);
+    second.run_ok(&[
+        "credential",
+        "revoke",
+        "acme",
+        &second_credential.access_key_id,
+    ]);
     let replacement = first.create_credential("acme");
-    assert_ne!(replacement.access_key_id, another.access_key_id);
+    assert_ne!(replacement.access_key_id, second_credential.access_key_id);
 
     // Scheduled deletion and its cancellation, made on different nodes.
     first.run_ok(&["key", "schedule-deletion", "acme", "k1", "--days", "7"]);
@@ -256,10 +261,10 @@ fn node(postgres: &Postgres, database: &str, id: &str, first: Option<&DataDir>) 
 }
 
 fn key_status(data: &DataDir, key_id: &str) -> String {
-    let shown: Value =
+    let key_json: Value =
         serde_json::from_str(&data.run_ok(&["key", "show", "acme", key_id, "--output", "json"]))
             .expect("key show JSON");
-    shown["status"].as_str().unwrap_or_default().to_owned()
+    key_json["status"].as_str().unwrap_or_default().to_owned()
 }
 
 fn encrypt(server: &Server, credential: &Credential, key_id: &str) -> HttpResponse {

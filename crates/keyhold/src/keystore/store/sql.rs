@@ -122,7 +122,7 @@ impl ToSql for Value {
         }
     }
 
-    // The type checks happen in `to_sql`, which sees the value's variant.
+    // The type checks happen in `to_sql`, which matches on the value's variant.
     fn accepts(_ty: &Type) -> bool {
         true
     }
@@ -320,7 +320,7 @@ impl fmt::Debug for Connection {
     }
 }
 
-/// How a transaction isolates itself from other connections.
+/// Isolation and locking of a transaction.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(super) enum Isolation {
     /// Reads see one consistent snapshot; nothing is written.
@@ -331,7 +331,7 @@ pub(super) enum Isolation {
     Write,
 }
 
-/// An open transaction; dropping it without [`Transaction::commit`] rolls it back.
+/// An open transaction. Dropping it without [`Transaction::commit`] rolls it back.
 pub(super) enum Transaction<'a> {
     Sqlite(rusqlite::Transaction<'a>),
     Postgres {
@@ -386,7 +386,7 @@ impl Connection {
         }
     }
 
-    /// The PostgreSQL connection, for PostgreSQL-only steps such as `LISTEN`.
+    /// Returns the PostgreSQL connection, for PostgreSQL-only steps such as `LISTEN`.
     pub(super) fn postgres(&self) -> Option<&PostgresConnection> {
         match self {
             Self::Sqlite(_) => None,
@@ -394,7 +394,7 @@ impl Connection {
         }
     }
 
-    /// The SQLite connection, for SQLite-only steps such as `PRAGMA`.
+    /// Returns the SQLite connection, for SQLite-only steps such as `PRAGMA`.
     pub(super) fn sqlite(&self) -> Option<&rusqlite::Connection> {
         match self {
             Self::Sqlite(conn) => Some(conn),
@@ -506,7 +506,7 @@ fn sqlite_query(
                 ValueRef::Blob(blob) => Value::Blob(blob.to_vec()),
                 ValueRef::Real(real) => {
                     return Err(StoreError::Corrupt(format!(
-                        "column {index} holds the floating-point value {real}"
+                        "column {index} contains the floating-point value {real}"
                     )));
                 }
             });
