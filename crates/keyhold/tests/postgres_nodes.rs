@@ -20,7 +20,7 @@ const PROPAGATION_LIMIT: Duration = Duration::from_secs(1);
 
 #[test]
 fn two_nodes_share_one_postgres_database() {
-    let postgres = Postgres::start();
+    let postgres = Postgres::start_with_tls();
     let database = postgres.create_database();
     let first = node(&postgres, &database, "node-1", None);
     let second = node(&postgres, &database, "node-2", Some(&first));
@@ -111,6 +111,18 @@ fn two_nodes_share_one_postgres_database() {
     let canceled = second.run_ok(&["key", "cancel-deletion", "acme", "k1"]);
     assert!(canceled.contains("ENABLED"), "{canceled}");
     assert_eq!(key_status(&first, "k1"), "ENABLED");
+
+    let mut superuser = postgres.superuser();
+    let sessions = superuser
+        .query_one(
+            "SELECT count(*) FILTER (WHERE ssl), count(*) FILTER (WHERE NOT ssl)
+             FROM pg_stat_ssl JOIN pg_stat_activity USING (pid) WHERE usename = $1",
+            &[&OWNER],
+        )
+        .expect("query TLS sessions");
+    let (encrypted, plain): (i64, i64) = (sessions.get(0), sessions.get(1));
+    assert!(encrypted >= 2, "{encrypted} TLS sessions for two servers");
+    assert_eq!(plain, 0, "a node connected without TLS");
 
     for (name, server) in [("node 1", &server_one), ("node 2", &server_two)] {
         assert!(
@@ -240,19 +252,24 @@ fn listing(data: &DataDir) -> Vec<Value> {
     .collect()
 }
 
-/// Creates a data directory whose `[storage]` names the shared database. A second node takes
-/// the first node's root key, as all nodes of a cluster must.
+/// Creates a data directory whose `[storage]` names the shared database, over TLS when the
+/// cluster has a CA file. A second node takes the first node's root key, as all nodes of a
+/// cluster must.
 fn node(postgres: &Postgres, database: &str, id: &str, first: Option<&DataDir>) -> DataDir {
     let data = DataDir::init();
     if let Some(first) = first {
         std::fs::copy(first.path().join("root.key"), data.path().join("root.key"))
             .expect("copy the root key");
     }
-    let storage = format!(
+    let mut storage = format!(
         "backend = \"postgres\"\nurl = \"{}\"\npassword_file = \"{}\"",
         postgres.url(OWNER, database),
         postgres.password_file().display()
     );
+    // A cluster started with TLS gets TLS connections.
+    if postgres.ca_file().exists() {
+        storage.push_str(&format!("\nca_file = \"{}\"", postgres.ca_file().display()));
+    }
     data.configure(&[
         ("backend = \"sqlite\"\npath = \"keyhold.db\"", &storage),
         ("# node_id = \"keyhold-1\"", &format!("node_id = \"{id}\"")),

@@ -276,10 +276,50 @@ fn postgres_store_reconnects_after_lost_connection() {
 }
 
 #[test]
+fn postgres_tls_checks_the_server_certificate() {
+    let server = Postgres::start_with_tls();
+    let mut target = new_target(&server);
+    target.ca_file = Some(server.ca_file());
+    let mut store = Store::connect_postgres(&target).expect("connect over TLS");
+    store
+        .create_domain(&domain("acme"))
+        .expect("write over TLS");
+
+    let mut superuser = server.superuser();
+    let sessions: i64 = superuser
+        .query_one(
+            "SELECT count(*) FROM pg_stat_ssl JOIN pg_stat_activity USING (pid)
+             WHERE usename = $1 AND ssl",
+            &[&OWNER],
+        )
+        .expect("query TLS sessions")
+        .get(0);
+    assert_eq!(sessions, 1, "the store's session does not use TLS");
+
+    // A CA that did not sign the server certificate is rejected.
+    let other = tempfile::tempdir().expect("temporary directory");
+    keyhold::api::tls::write_dev_certificates(other.path()).expect("write other certificates");
+    let mut wrong_ca = target.clone();
+    wrong_ca.ca_file = Some(other.path().join("ca.pem"));
+    let error = Store::connect_postgres(&wrong_ca).expect_err("certificate from another CA");
+    assert!(matches!(error, StoreError::Postgres(_)), "{error:?}");
+
+    // sslmode=require without a CA file is a configuration error, not a silent downgrade.
+    let mut no_ca = target.clone();
+    no_ca.ca_file = None;
+    no_ca.url.push_str("&sslmode=require");
+    let message = Store::connect_postgres(&no_ca)
+        .expect_err("sslmode=require without a CA file")
+        .to_string();
+    assert!(message.contains("ca_file"), "{message}");
+}
+
+#[test]
 fn postgres_url_with_password_is_rejected() {
     let target = PostgresTarget {
         url: "postgresql://keyhold:secret@127.0.0.1:1/keyhold".to_owned(),
         password_file: None,
+        ca_file: None,
     };
     let error = Store::connect_postgres(&target).expect_err("password in url");
     let message = error.to_string();
@@ -298,6 +338,7 @@ fn postgres_password_file_readable_by_others_is_rejected() {
     let target = PostgresTarget {
         url: "postgresql://keyhold@127.0.0.1:1/keyhold".to_owned(),
         password_file: Some(path),
+        ca_file: None,
     };
     let message = Store::connect_postgres(&target)
         .expect_err("readable password file")
@@ -690,6 +731,7 @@ fn new_target(server: &Postgres) -> PostgresTarget {
     PostgresTarget {
         url: server.url(OWNER, &server.create_database()),
         password_file: Some(server.password_file()),
+        ca_file: None,
     }
 }
 

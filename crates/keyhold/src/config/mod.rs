@@ -242,6 +242,9 @@ pub enum StorageSection {
         /// File containing the password, readable by its owner only. The environment variable
         /// `KEYHOLD_POSTGRES_PASSWORD` takes precedence.
         password_file: Option<PathBuf>,
+        /// PEM file with the CA certificates that may sign the server certificate. When set,
+        /// connections use TLS and check the server's name; without it they are not encrypted.
+        ca_file: Option<PathBuf>,
     },
 }
 
@@ -414,10 +417,15 @@ impl Settings {
         };
         let storage = match file.storage {
             StorageSection::Sqlite { path } => StorageTarget::Sqlite(resolve(&path)),
-            StorageSection::Postgres { url, password_file } => {
+            StorageSection::Postgres {
+                url,
+                password_file,
+                ca_file,
+            } => {
                 let target = PostgresTarget {
                     url,
                     password_file: password_file.map(|path| resolve(&path)),
+                    ca_file: ca_file.map(|path| resolve(&path)),
                 };
                 target
                     .config()
@@ -623,8 +631,10 @@ path = "root.key"
 #   backend = "postgres"
 #   url = "postgresql://keyhold@db1:5432,db2:5432/keyhold?target_session_attrs=read-write"
 #   password_file = "/etc/keyhold/postgres-password"
+#   ca_file = "/etc/keyhold/postgres-ca.pem"
 # The password comes from KEYHOLD_POSTGRES_PASSWORD or from password_file (mode 600), never
-# from the url.
+# from the url. With ca_file, connections use TLS and check the server certificate against
+# the host name in the url; without it they are not encrypted.
 backend = "sqlite"
 path = "keyhold.db"
 

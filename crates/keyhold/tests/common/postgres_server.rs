@@ -38,11 +38,22 @@ pub(crate) struct Postgres {
     bin: PathBuf,
     port: u16,
     run_as_postgres: bool,
+    tls: bool,
 }
 
 impl Postgres {
     /// Creates and starts a cluster, installing PostgreSQL first when it is missing.
     pub(crate) fn start() -> Self {
+        Self::start_with(false)
+    }
+
+    /// Creates and starts a cluster that also accepts TLS, with a server certificate for
+    /// `localhost` and 127.0.0.1 signed by the CA in [`Postgres::ca_file`].
+    pub(crate) fn start_with_tls() -> Self {
+        Self::start_with(true)
+    }
+
+    fn start_with(tls: bool) -> Self {
         let bin = find_or_install_bin();
         let run_as_postgres = is_root();
         let dir = tempfile::Builder::new()
@@ -83,14 +94,32 @@ impl Postgres {
             describe(&output)
         );
 
+        if tls {
+            let certificates = dir.path().join("tls");
+            fs::create_dir(&certificates).expect("create TLS directory");
+            keyhold::api::tls::write_dev_certificates(&certificates)
+                .expect("write TLS certificates");
+            if run_as_postgres {
+                for name in ["", "server.pem", "server.key", "ca.pem"] {
+                    chown_to_postgres(&certificates.join(name));
+                }
+            }
+        }
+
         let mut cluster = Self {
             dir,
             bin,
             port: 0,
             run_as_postgres,
+            tls,
         };
         cluster.start_server();
         cluster
+    }
+
+    /// Returns the CA certificate that signed the server certificate of a TLS cluster.
+    pub(crate) fn ca_file(&self) -> PathBuf {
+        self.dir.path().join("tls").join("ca.pem")
     }
 
     /// Port on 127.0.0.1.
@@ -179,11 +208,19 @@ impl Postgres {
 
     fn pg_ctl_start(&self) -> Output {
         let log = self.dir.path().join("server.log");
-        let options = format!(
+        let mut options = format!(
             "-p {} -h 127.0.0.1 -k {} -c fsync=off",
             self.port,
             self.dir.path().display()
         );
+        if self.tls {
+            let certificates = self.dir.path().join("tls");
+            options.push_str(&format!(
+                " -c ssl=on -c ssl_cert_file={} -c ssl_key_file={}",
+                certificates.join("server.pem").display(),
+                certificates.join("server.key").display()
+            ));
+        }
         self.pg_ctl(&[
             "--log",
             path_str(&log),

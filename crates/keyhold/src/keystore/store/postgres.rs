@@ -7,9 +7,13 @@
 use std::fmt;
 use std::io::Read as _;
 use std::os::unix::fs::PermissionsExt as _;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 
+use postgres::config::SslMode;
+use rustls::pki_types::CertificateDer;
+use rustls::pki_types::pem::PemObject as _;
 use zeroize::Zeroizing;
 
 use super::{SCHEMA_VERSION, StoreError};
@@ -42,6 +46,9 @@ pub struct PostgresTarget {
     pub url: String,
     /// File containing the password. Only its owner may read it.
     pub password_file: Option<PathBuf>,
+    /// PEM file with the CA certificates that may sign the server's certificate. When set,
+    /// every connection uses TLS and checks the certificate against the host name in the URL.
+    pub ca_file: Option<PathBuf>,
 }
 
 impl fmt::Display for PostgresTarget {
@@ -110,7 +117,7 @@ impl PostgresTarget {
     }
 }
 
-/// Opens a connection to the first host that accepts it.
+/// Opens a connection to the first host that accepts it, over TLS when a CA file is set.
 pub(super) fn connect(target: &PostgresTarget) -> Result<postgres::Client, StoreError> {
     let mut config = target.config()?;
     if let Some(password) = target.password()? {
@@ -122,9 +129,47 @@ pub(super) fn connect(target: &PostgresTarget) -> Result<postgres::Client, Store
     if config.get_application_name().is_none() {
         config.application_name("keyhold");
     }
-    // TODO: the connection is not encrypted. Until TLS is added, run PostgreSQL on the same
-    // host or on a network that only Keyhold nodes and the database reach.
-    Ok(config.connect(postgres::NoTls)?)
+    let Some(ca_file) = &target.ca_file else {
+        if config.get_ssl_mode() == SslMode::Require {
+            return Err(StoreError::Config(
+                "the PostgreSQL url sets sslmode=require, but storage.ca_file is not set; set                  it to the CA file that signed the server certificate"
+                    .to_owned(),
+            ));
+        }
+        return Ok(config.connect(postgres::NoTls)?);
+    };
+    // With `prefer`, the default, a server or an attacker in between could turn TLS down.
+    config.ssl_mode(SslMode::Require);
+    let tls = tokio_postgres_rustls::MakeRustlsConnect::new(client_tls_config(ca_file)?);
+    Ok(config.connect(tls)?)
+}
+
+/// Builds a TLS client configuration that trusts only the CA certificates in `ca_file`.
+fn client_tls_config(ca_file: &Path) -> Result<rustls::ClientConfig, StoreError> {
+    let unusable = |message: String| {
+        StoreError::Config(format!(
+            "cannot use PostgreSQL CA file {}: {message}",
+            ca_file.display()
+        ))
+    };
+    let mut roots = rustls::RootCertStore::empty();
+    let certificates =
+        CertificateDer::pem_file_iter(ca_file).map_err(|error| unusable(error.to_string()))?;
+    for certificate in certificates {
+        let certificate = certificate.map_err(|error| unusable(error.to_string()))?;
+        roots
+            .add(certificate)
+            .map_err(|error| unusable(error.to_string()))?;
+    }
+    if roots.is_empty() {
+        return Err(unusable("it contains no certificate".to_owned()));
+    }
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    Ok(rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|error| unusable(error.to_string()))?
+        .with_root_certificates(roots)
+        .with_no_client_auth())
 }
 
 /// Creates or upgrades the schema under an advisory lock, so nodes that start together do
