@@ -243,7 +243,7 @@ pub enum StorageSection {
         /// `KEYHOLD_POSTGRES_PASSWORD` takes precedence.
         password_file: Option<PathBuf>,
         /// PEM file with the CA certificates that may sign the server certificate. When set,
-        /// connections use TLS and check the server's name; without it they are not encrypted.
+        /// connections use TLS and check the server's name. Without it they are not encrypted.
         ca_file: Option<PathBuf>,
     },
 }
