@@ -32,7 +32,8 @@ const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(30);
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
 
 /// How often the store's revision is polled. Changes reach the data path within this interval
-/// plus the time to rebuild the snapshot.
+/// plus the time to rebuild the snapshot; on PostgreSQL a change notification usually ends the
+/// wait sooner.
 pub const REFRESH_INTERVAL: Duration = Duration::from_millis(200);
 
 /// Serves XKS requests on `listener` until `shutdown` completes.
@@ -177,6 +178,8 @@ impl RateLimitedLog {
 
 /// Starts the thread that reloads the snapshot when the store's revision changes.
 ///
+/// On PostgreSQL the thread wakes as soon as any node commits a change and announces it with
+/// `NOTIFY`. The revision poll stays as the fallback for a lost notification or connection.
 /// When the store cannot be read, the server keeps serving from the last snapshot and reports
 /// `DEGRADED` until a read succeeds again.
 pub fn spawn_refresher(
@@ -191,7 +194,11 @@ pub fn spawn_refresher(
             let mut next_scheduled_run = std::time::Instant::now();
             let mut audited_event = None;
             loop {
-                std::thread::sleep(REFRESH_INTERVAL);
+                if let Err(error) = key_store.store().wait_for_change(REFRESH_INTERVAL) {
+                    // The revision read below fails too and reports the store as unreadable.
+                    tracing::debug!(%error, "cannot wait for change notifications");
+                    std::thread::sleep(REFRESH_INTERVAL);
+                }
                 audit_admin_events(&state, &mut key_store, &mut audited_event);
                 record_learned_bindings(&state.snapshot.load(), &mut key_store);
                 if std::time::Instant::now() >= next_scheduled_run {

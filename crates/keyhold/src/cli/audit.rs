@@ -113,7 +113,7 @@ pub(super) fn run(dir: &Path, command: AuditCommand) -> anyhow::Result<()> {
     let head = match (&settings, no_head) {
         (Some(settings), false) => {
             let node = node.unwrap_or_else(|| settings.node_id.clone());
-            let mut store = Store::open(&settings.database_path)?;
+            let mut store = Store::connect(&settings.storage)?;
             let head = store
                 .audit_head(&node)?
                 .map(|(seq, hash)| ChainHead { seq, hash });

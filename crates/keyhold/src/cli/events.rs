@@ -39,7 +39,7 @@ pub(super) fn record(dir: &Path, action: &str, target: &str, result: &anyhow::Re
     };
     let recorded = Settings::load(dir)
         .map_err(anyhow::Error::from)
-        .and_then(|settings| Ok(Store::open(&settings.database_path)?))
+        .and_then(|settings| Ok(Store::connect(&settings.storage)?))
         .and_then(|mut store| {
             Ok(store.record_admin_event(&now_rfc3339(), &principal(), action, target, &outcome)?)
         });

@@ -10,7 +10,7 @@ use crate::api::tls;
 use crate::config::{self, PinSource, Settings};
 use crate::keystore::KeyStore;
 use crate::keystore::root::{FileRootKey, open_root_of_trust};
-use crate::keystore::store::Store;
+use crate::keystore::store::{StorageTarget, Store};
 
 use hyper::Method;
 
@@ -158,23 +158,16 @@ fn create_files(dir: &Path, root: &RootChoice) -> anyhow::Result<()> {
     let settings = Settings::load(dir)?;
     // SQLite gives its journal files the database file's mode, so creating it private first
     // keeps all three private.
-    fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o600)
-        .open(&settings.database_path)
-        .with_context(|| {
-            format!(
-                "cannot create database {}",
-                settings.database_path.display()
-            )
-        })?;
-    let store = Store::open(&settings.database_path).with_context(|| {
-        format!(
-            "cannot create database {}",
-            settings.database_path.display()
-        )
-    })?;
+    if let StorageTarget::Sqlite(path) = &settings.storage {
+        fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(path)
+            .with_context(|| format!("cannot create database {}", path.display()))?;
+    }
+    let store = Store::connect(&settings.storage)
+        .with_context(|| format!("cannot create {}", settings.storage))?;
     let root = open_root_of_trust(&settings.root_of_trust, true)?;
     KeyStore::new(store, root).ensure_health_key()?;
     Ok(())

@@ -17,6 +17,7 @@ use crate::audit::{self, AuditLog, FailureMode};
 use crate::config::{LogFormat, LogSection, RootOfTrustSettings, Settings};
 use crate::control::{Control, ControlSettings, SharedControl};
 use crate::keystore::root::open_root_of_trust;
+use crate::keystore::snapshot::Snapshot;
 use crate::keystore::store::Store;
 use crate::keystore::{KeyStore, unix_now};
 use crate::protect;
@@ -64,14 +65,9 @@ impl Server {
         for protection in protect::apply(settings.lock_memory)? {
             tracing::info!(protection = %protection, "secret protection active");
         }
-        let mut key_store = open_key_store(settings)?;
-        if key_store.ensure_health_key()? {
-            tracing::info!("created the health-check key");
-        }
-        let snapshot = key_store.load_snapshot()?;
-        for problem in &snapshot.problems {
-            tracing::error!(problem = %problem, "stored object is unusable");
-        }
+        // The store blocks, and the PostgreSQL client drives its own runtime, which must not
+        // start on an async worker of this one.
+        let (key_store, snapshot) = tokio::task::block_in_place(|| open_and_load(settings))?;
         let client_auth = settings
             .client_auth
             .as_ref()
@@ -94,7 +90,7 @@ impl Server {
             ),
         };
         let domains = snapshot.domain_count();
-        let audit = start_audit(settings)?;
+        let audit = tokio::task::block_in_place(|| start_audit(settings))?;
         let mut state = XksState::new(
             snapshot,
             node,
@@ -107,7 +103,9 @@ impl Server {
         state.in_flight = Arc::new(tokio::sync::Semaphore::new(settings.max_in_flight));
         state.default_quota_rps = settings.default_quota_rps;
         let state = Arc::new(state);
-        let key_store_for_control = key_store.with_store(open_store(settings)?);
+        // The admin API gets its own store connection, opened off the async workers as above.
+        let key_store_for_control =
+            key_store.with_store(tokio::task::block_in_place(|| open_store(settings))?);
         listener::spawn_refresher(state.clone(), key_store, settings.scheduler_interval)
             .context("cannot start the refresh thread")?;
 
@@ -190,10 +188,24 @@ impl Server {
     }
 }
 
+/// Opens the store, creates the health-check key when it is missing and reads the first
+/// snapshot.
+fn open_and_load(settings: &Settings) -> anyhow::Result<(KeyStore, Snapshot)> {
+    let mut key_store = open_key_store(settings)?;
+    if key_store.ensure_health_key()? {
+        tracing::info!("created the health-check key");
+    }
+    let snapshot = key_store.load_snapshot()?;
+    for problem in &snapshot.problems {
+        tracing::error!(problem = %problem, "stored object is unusable");
+    }
+    Ok((key_store, snapshot))
+}
+
 /// Starts the audit writer; the chain head is recorded in the store after each sync.
 fn start_audit(settings: &Settings) -> anyhow::Result<AuditLog> {
-    let mut store = Store::open(&settings.database_path)
-        .with_context(|| format!("cannot open database {}", settings.database_path.display()))?;
+    let mut store = Store::connect(&settings.storage)
+        .with_context(|| format!("cannot open {}", settings.storage))?;
     let node_id = settings.node_id.clone();
     let config = WriterConfig {
         dir: settings.audit.dir.clone(),
@@ -243,8 +255,7 @@ pub(super) fn open_key_store(settings: &Settings) -> anyhow::Result<KeyStore> {
 }
 
 fn open_store(settings: &Settings) -> anyhow::Result<Store> {
-    Store::open(&settings.database_path)
-        .with_context(|| format!("cannot open database {}", settings.database_path.display()))
+    Store::connect(&settings.storage).with_context(|| format!("cannot open {}", settings.storage))
 }
 
 /// The control plane over `key_store`, with the settings it needs from `keyhold.toml`.

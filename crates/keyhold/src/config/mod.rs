@@ -6,6 +6,7 @@ use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 
+use crate::keystore::store::{PostgresTarget, StorageTarget};
 use crate::protect::LockMemory;
 
 /// Name of the configuration file inside the data directory.
@@ -236,6 +237,18 @@ pub enum StorageSection {
         /// Database file.
         path: PathBuf,
     },
+    /// A PostgreSQL database that several nodes share.
+    Postgres {
+        /// Connection URL without a password, for example
+        /// `postgresql://keyhold@h1:5432,h2:5432/keyhold?target_session_attrs=read-write`.
+        url: String,
+        /// File containing the password, readable by its owner only. The environment variable
+        /// `KEYHOLD_POSTGRES_PASSWORD` takes precedence.
+        password_file: Option<PathBuf>,
+        /// PEM file with the CA certificates that may sign the server certificate. When set,
+        /// connections use TLS and check the server's name. Without it they are not encrypted.
+        ca_file: Option<PathBuf>,
+    },
 }
 
 /// `[log]`.
@@ -313,8 +326,8 @@ pub struct Settings {
     pub client_auth: Option<(PathBuf, Vec<String>)>,
     /// Root of trust.
     pub root_of_trust: RootOfTrustSettings,
-    /// SQLite database.
-    pub database_path: PathBuf,
+    /// The store: a SQLite file or a PostgreSQL database.
+    pub storage: StorageTarget,
     /// Log settings.
     pub log: LogSection,
 }
@@ -407,7 +420,24 @@ impl Settings {
                 RootOfTrustSettings::Pkcs11(section)
             }
         };
-        let StorageSection::Sqlite { path: database } = file.storage;
+        let storage = match file.storage {
+            StorageSection::Sqlite { path } => StorageTarget::Sqlite(resolve(&path)),
+            StorageSection::Postgres {
+                url,
+                password_file,
+                ca_file,
+            } => {
+                let target = PostgresTarget {
+                    url,
+                    password_file: password_file.map(|path| resolve(&path)),
+                    ca_file: ca_file.map(|path| resolve(&path)),
+                };
+                target
+                    .config()
+                    .map_err(|error| format!("storage.url: {error}"))?;
+                StorageTarget::Postgres(target)
+            }
+        };
         Ok(Self {
             data_dir: data_dir.to_owned(),
             listen,
@@ -479,7 +509,7 @@ impl Settings {
             tls_private_key: resolve(&file.tls.private_key),
             client_auth,
             root_of_trust,
-            database_path: resolve(&database),
+            storage,
             log: file.log,
         })
     }
@@ -608,6 +638,15 @@ provider = "file"
 path = "root.key"
 
 [storage]
+# "sqlite": one node, the database file in the data directory.
+# "postgres": several nodes share one database, for example
+#   backend = "postgres"
+#   url = "postgresql://keyhold@db1:5432,db2:5432/keyhold?target_session_attrs=read-write"
+#   password_file = "/etc/keyhold/postgres-password"
+#   ca_file = "/etc/keyhold/postgres-ca.pem"
+# The password comes from KEYHOLD_POSTGRES_PASSWORD or from password_file (mode 600), never
+# from the url. With ca_file, connections use TLS and check the server certificate against
+# the host name in the url; without it they are not encrypted.
 backend = "sqlite"
 path = "keyhold.db"
 
@@ -669,7 +708,10 @@ mod tests {
             &settings.root_of_trust,
             RootOfTrustSettings::File(path) if path == Path::new("/data/root.key")
         ));
-        assert_eq!(settings.database_path, Path::new("/data/keyhold.db"));
+        assert_eq!(
+            settings.storage,
+            StorageTarget::Sqlite(PathBuf::from("/data/keyhold.db"))
+        );
         assert!(settings.client_auth.is_none());
     }
 

@@ -224,7 +224,11 @@ impl From<StoreError> for ApiError {
             StoreError::AlreadyExists(message) | StoreError::Rejected(message) => {
                 ApiError::conflict(message)
             }
-            StoreError::SchemaTooNew { .. } | StoreError::Sqlite(_) | StoreError::Corrupt(_) => {
+            StoreError::SchemaTooNew { .. }
+            | StoreError::Sqlite(_)
+            | StoreError::Postgres(_)
+            | StoreError::Config(_)
+            | StoreError::Corrupt(_) => {
                 tracing::error!(%error, "admin API request failed in the store");
                 ApiError::new(
                     StatusCode::SERVICE_UNAVAILABLE,

@@ -112,13 +112,28 @@ impl KeyStore {
 
     /// Rotates keys whose rotation period passed and destroys keys whose deletion date passed.
     /// Each change checks the state it expects in its transaction, so several servers running
-    /// this at once apply each change once.
+    /// this at once apply each change once. On PostgreSQL the node holding the scheduler lock
+    /// runs the work and the others return no work for that round.
     ///
     /// # Errors
     ///
     /// Returns [`Error`] when the store cannot be read; failures of single keys are logged and
     /// the run goes on.
     pub fn run_scheduled_work(&mut self, now: i64) -> Result<ScheduledWork, Error> {
+        // With several nodes on one PostgreSQL database, one node at a time runs the work, so
+        // nodes do not generate key material for rotations that only one of them can store.
+        if !self.store.try_lock_scheduler()? {
+            tracing::debug!("another node is running scheduled rotations and deletions");
+            return Ok(ScheduledWork::default());
+        }
+        let work = self.run_scheduled_work_locked(now);
+        if let Err(error) = self.store.unlock_scheduler() {
+            tracing::warn!(%error, "cannot release the scheduler lock; it ends with the session");
+        }
+        work
+    }
+
+    fn run_scheduled_work_locked(&mut self, now: i64) -> Result<ScheduledWork, Error> {
         let mut work = ScheduledWork::default();
         for (domain_id, key_id) in self.store.due_deletions(now)? {
             match self.store.destroy_due_key(&domain_id, &key_id, now) {

@@ -8,6 +8,8 @@
 // Each test file is its own crate and uses only part of this module.
 #![allow(dead_code)]
 
+pub(crate) mod postgres_server;
+
 use std::fs::File;
 use std::io::Write as _;
 use std::net::TcpListener;

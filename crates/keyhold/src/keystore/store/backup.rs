@@ -8,8 +8,7 @@
 use std::collections::HashMap;
 use std::fmt;
 
-use rusqlite::{Connection, OptionalExtension as _, params};
-
+use super::sql::{Isolation, Sql, params};
 use super::{
     KEY_COLUMNS, Store, StoreError, credential_from_row, domain_from_row, insert_domain,
     insert_key, insert_version, key_from_row, version_from_row,
@@ -192,7 +191,7 @@ impl Store {
         &mut self,
         domain_id: Option<&str>,
     ) -> Result<Vec<DomainRecord>, StoreError> {
-        let tx = self.conn.transaction()?;
+        let tx = self.conn.transaction(Isolation::Snapshot)?;
         if let Some(id) = domain_id {
             super::domain_exists(&tx, id)?;
         }
@@ -269,60 +268,69 @@ fn position(positions: &HashMap<String, usize>, domain_id: &str) -> Result<usize
         .ok_or_else(|| StoreError::Corrupt(format!("row of unknown domain {domain_id:?}")))
 }
 
-fn read_domains(tx: &Connection, domain_id: Option<&str>) -> Result<Vec<DomainRecord>, StoreError> {
-    let mut statement = tx.prepare(&format!(
-        "SELECT {} FROM domains WHERE ?1 IS NULL OR id = ?1 ORDER BY id",
-        super::DOMAIN_COLUMNS
-    ))?;
-    let rows = statement.query_map([domain_id], domain_from_row)?;
-    rows.map(|row| {
-        row?.map(|domain| DomainRecord {
-            domain,
-            credentials: Vec::new(),
-            keys: Vec::new(),
+fn read_domains(tx: &impl Sql, domain_id: Option<&str>) -> Result<Vec<DomainRecord>, StoreError> {
+    let rows = tx.query(
+        &format!(
+            "SELECT {} FROM domains WHERE CAST(?1 AS TEXT) IS NULL OR id = ?1 ORDER BY id",
+            super::DOMAIN_COLUMNS
+        ),
+        params![domain_id],
+    )?;
+    rows.iter()
+        .map(|row| {
+            Ok(DomainRecord {
+                domain: domain_from_row(row)?,
+                credentials: Vec::new(),
+                keys: Vec::new(),
+            })
         })
-    })
-    .collect()
+        .collect()
 }
 
 fn read_credentials(
-    tx: &Connection,
+    tx: &impl Sql,
     domain_id: Option<&str>,
 ) -> Result<Vec<CredentialRecord>, StoreError> {
-    let mut statement = tx.prepare(
+    let rows = tx.query(
         "SELECT access_key_id, domain_id, created_at, revoked_at, wrapped_secret
-         FROM credentials WHERE ?1 IS NULL OR domain_id = ?1
+         FROM credentials WHERE CAST(?1 AS TEXT) IS NULL OR domain_id = ?1
          ORDER BY domain_id, created_at, access_key_id",
+        params![domain_id],
     )?;
-    let rows = statement.query_map([domain_id], |row| {
-        Ok(CredentialRecord {
-            info: credential_from_row(row)?,
-            wrapped_secret: row.get(4)?,
+    rows.iter()
+        .map(|row| {
+            Ok(CredentialRecord {
+                info: credential_from_row(row)?,
+                wrapped_secret: row.get(4)?,
+            })
         })
-    })?;
-    Ok(rows.collect::<Result<_, _>>()?)
+        .collect()
 }
 
 /// Reads keys with their versions and the status a cancelled deletion restores.
-fn read_keys(tx: &Connection, domain_id: Option<&str>) -> Result<Vec<KeyRecord>, StoreError> {
-    let mut statement = tx.prepare(&format!(
-        "{KEY_COLUMNS} WHERE ?1 IS NULL OR domain_id = ?1 ORDER BY domain_id, key_id"
-    ))?;
-    let rows = statement.query_map([domain_id], key_from_row)?;
-    let infos = rows
-        .map(|row| row?)
+fn read_keys(tx: &impl Sql, domain_id: Option<&str>) -> Result<Vec<KeyRecord>, StoreError> {
+    let infos = tx
+        .query(
+            &format!(
+                "{KEY_COLUMNS} WHERE CAST(?1 AS TEXT) IS NULL OR domain_id = ?1 ORDER BY domain_id, key_id"
+            ),
+            params![domain_id],
+        )?
+        .iter()
+        .map(key_from_row)
         .collect::<Result<Vec<KeyInfo>, StoreError>>()?;
 
     let mut keys = Vec::with_capacity(infos.len());
-    let mut versions = tx.prepare(
-        "SELECT domain_id, key_id, version, state, wrapped_material, hsm_label, created_at
-         FROM key_versions WHERE domain_id = ?1 AND key_id = ?2 ORDER BY version",
-    )?;
     for info in infos {
         let status_before_deletion = status_before_deletion(tx, &info)?;
-        let rows = versions.query_map([&info.domain_id, &info.key_id], version_from_row)?;
-        let versions = rows
-            .map(|row| row?)
+        let versions = tx
+            .query(
+                "SELECT domain_id, key_id, version, state, wrapped_material, hsm_label, created_at
+                 FROM key_versions WHERE domain_id = ?1 AND key_id = ?2 ORDER BY version",
+                params![&info.domain_id, &info.key_id],
+            )?
+            .iter()
+            .map(version_from_row)
             .collect::<Result<Vec<StoredVersion>, StoreError>>()?;
         keys.push(KeyRecord {
             info,
@@ -333,12 +341,13 @@ fn read_keys(tx: &Connection, domain_id: Option<&str>) -> Result<Vec<KeyRecord>,
     Ok(keys)
 }
 
-fn status_before_deletion(tx: &Connection, key: &KeyInfo) -> Result<Option<KeyStatus>, StoreError> {
-    let text: Option<String> = tx.query_row(
-        "SELECT status_before_deletion FROM keys WHERE domain_id = ?1 AND key_id = ?2",
-        [&key.domain_id, &key.key_id],
-        |row| row.get(0),
-    )?;
+fn status_before_deletion(tx: &impl Sql, key: &KeyInfo) -> Result<Option<KeyStatus>, StoreError> {
+    let text: Option<String> = tx
+        .query_one(
+            "SELECT status_before_deletion FROM keys WHERE domain_id = ?1 AND key_id = ?2",
+            params![&key.domain_id, &key.key_id],
+        )?
+        .get(0)?;
     text.map(|text| {
         KeyStatus::parse(&text).ok_or_else(|| {
             StoreError::Corrupt(format!(
@@ -350,7 +359,7 @@ fn status_before_deletion(tx: &Connection, key: &KeyInfo) -> Result<Option<KeySt
     .transpose()
 }
 
-fn find_conflicts(conn: &Connection, ids: &RestoreIds) -> Result<Vec<Conflict>, StoreError> {
+fn find_conflicts(conn: &impl Sql, ids: &RestoreIds) -> Result<Vec<Conflict>, StoreError> {
     let mut conflicts = Vec::new();
     for (domain_id, uri_prefix) in &ids.domains {
         if domain_taken(conn, domain_id)? {
@@ -360,12 +369,12 @@ fn find_conflicts(conn: &Connection, ids: &RestoreIds) -> Result<Vec<Conflict>, 
             continue;
         }
         let owner: Option<String> = conn
-            .query_row(
+            .query_opt(
                 "SELECT id FROM domains WHERE uri_prefix = ?1",
-                [uri_prefix],
-                |row| row.get(0),
-            )
-            .optional()?;
+                params![uri_prefix],
+            )?
+            .map(|row| row.get(0))
+            .transpose()?;
         if let Some(owner) = owner {
             conflicts.push(Conflict::UriPrefix {
                 domain_id: domain_id.clone(),
@@ -377,11 +386,12 @@ fn find_conflicts(conn: &Connection, ids: &RestoreIds) -> Result<Vec<Conflict>, 
 
     let mut restored_active: Vec<(&str, usize)> = Vec::new();
     for (domain_id, access_key_id, active) in &ids.credentials {
-        let taken: bool = conn.query_row(
-            "SELECT EXISTS (SELECT 1 FROM credentials WHERE access_key_id = ?1)",
-            [access_key_id],
-            |row| row.get(0),
-        )?;
+        let taken: bool = conn
+            .query_one(
+                "SELECT EXISTS (SELECT 1 FROM credentials WHERE access_key_id = ?1)",
+                params![access_key_id],
+            )?
+            .get(0)?;
         if taken {
             conflicts.push(Conflict::AccessKeyId {
                 domain_id: domain_id.clone(),
@@ -395,11 +405,12 @@ fn find_conflicts(conn: &Connection, ids: &RestoreIds) -> Result<Vec<Conflict>, 
         }
     }
     for (domain_id, restored) in restored_active {
-        let stored: i64 = conn.query_row(
-            "SELECT COUNT(*) FROM credentials WHERE domain_id = ?1 AND revoked_at IS NULL",
-            [domain_id],
-            |row| row.get(0),
-        )?;
+        let stored: i64 = conn
+            .query_one(
+                "SELECT COUNT(*) FROM credentials WHERE domain_id = ?1 AND revoked_at IS NULL",
+                params![domain_id],
+            )?
+            .get(0)?;
         let stored = usize::try_from(stored).unwrap_or(usize::MAX);
         if stored.saturating_add(restored) > MAX_ACTIVE_CREDENTIALS {
             conflicts.push(Conflict::ActiveCredentials {
@@ -411,11 +422,12 @@ fn find_conflicts(conn: &Connection, ids: &RestoreIds) -> Result<Vec<Conflict>, 
     }
 
     for (domain_id, key_id) in &ids.keys {
-        let taken: bool = conn.query_row(
-            "SELECT EXISTS (SELECT 1 FROM keys WHERE domain_id = ?1 AND key_id = ?2)",
-            [domain_id, key_id],
-            |row| row.get(0),
-        )?;
+        let taken: bool = conn
+            .query_one(
+                "SELECT EXISTS (SELECT 1 FROM keys WHERE domain_id = ?1 AND key_id = ?2)",
+                params![domain_id, key_id],
+            )?
+            .get(0)?;
         if taken {
             conflicts.push(Conflict::KeyId {
                 domain_id: domain_id.clone(),
@@ -426,23 +438,23 @@ fn find_conflicts(conn: &Connection, ids: &RestoreIds) -> Result<Vec<Conflict>, 
     Ok(conflicts)
 }
 
-fn domain_taken(conn: &Connection, domain_id: &str) -> Result<bool, StoreError> {
-    Ok(conn.query_row(
+fn domain_taken(conn: &impl Sql, domain_id: &str) -> Result<bool, StoreError> {
+    conn.query_one(
         "SELECT EXISTS (SELECT 1 FROM domains WHERE id = ?1)",
-        [domain_id],
-        |row| row.get(0),
-    )?)
+        params![domain_id],
+    )?
+    .get(0)
 }
 
-fn insert_credential(tx: &Connection, credential: &CredentialRecord) -> Result<(), StoreError> {
+fn insert_credential(tx: &impl Sql, credential: &CredentialRecord) -> Result<(), StoreError> {
     tx.execute(
         "INSERT INTO credentials (access_key_id, domain_id, wrapped_secret, created_at,
              revoked_at)
          VALUES (?1, ?2, ?3, ?4, ?5)",
         params![
-            credential.info.access_key_id,
-            credential.info.domain_id,
-            credential.wrapped_secret,
+            &credential.info.access_key_id,
+            &credential.info.domain_id,
+            &credential.wrapped_secret,
             credential.info.created_at,
             credential.info.revoked_at
         ],

@@ -5,8 +5,7 @@
 //! because the XKS snapshot does not contain these rows and the admin API reads them on every
 //! request.
 
-use rusqlite::{OptionalExtension as _, params};
-
+use super::sql::{Isolation, Row, Sql as _, params};
 use super::{Store, StoreError, domain_exists};
 
 /// Tables added in schema version 2.
@@ -115,12 +114,13 @@ impl Store {
     /// Returns [`StoreError::AlreadyExists`] when the name is taken and
     /// [`StoreError::NotFound`] when a role names a missing domain.
     pub fn create_principal(&mut self, principal: &PrincipalRow) -> Result<(), StoreError> {
-        let tx = self.conn.transaction()?;
-        let name_taken: bool = tx.query_row(
-            "SELECT EXISTS (SELECT 1 FROM principals WHERE name = ?1)",
-            [&principal.name],
-            |row| row.get(0),
-        )?;
+        let tx = self.conn.transaction(Isolation::Write)?;
+        let name_taken: bool = tx
+            .query_one(
+                "SELECT EXISTS (SELECT 1 FROM principals WHERE name = ?1)",
+                params![&principal.name],
+            )?
+            .get(0)?;
         if name_taken {
             return Err(StoreError::AlreadyExists(format!(
                 "principal {:?} exists already",
@@ -129,18 +129,18 @@ impl Store {
         }
         tx.execute(
             "INSERT INTO principals (name, created_at, created_by) VALUES (?1, ?2, ?3)",
-            params![principal.name, principal.created_at, principal.created_by],
+            params![&principal.name, principal.created_at, &principal.created_by],
         )?;
         for role in &principal.roles {
             if let Some(domain) = &role.domain {
                 domain_exists(&tx, domain)?;
             }
             tx.execute(
-                "INSERT OR IGNORE INTO principal_roles (principal, role, domain_id)
-                 VALUES (?1, ?2, ?3)",
+                "INSERT INTO principal_roles (principal, role, domain_id) VALUES (?1, ?2, ?3)
+                 ON CONFLICT DO NOTHING",
                 params![
-                    principal.name,
-                    role.role,
+                    &principal.name,
+                    &role.role,
                     role.domain.as_deref().unwrap_or("")
                 ],
             )?;
@@ -155,21 +155,18 @@ impl Store {
     ///
     /// Returns [`StoreError::NotFound`] when it does not exist.
     pub fn principal(&self, name: &str) -> Result<PrincipalRow, StoreError> {
-        let row: Option<(i64, String)> = self
+        let row = self
             .conn
-            .query_row(
+            .query_opt(
                 "SELECT created_at, created_by FROM principals WHERE name = ?1",
-                [name],
-                |row| Ok((row.get(0)?, row.get(1)?)),
-            )
-            .optional()?;
-        let (created_at, created_by) =
-            row.ok_or_else(|| StoreError::NotFound(format!("principal {name:?}")))?;
+                params![name],
+            )?
+            .ok_or_else(|| StoreError::NotFound(format!("principal {name:?}")))?;
         Ok(PrincipalRow {
             name: name.to_owned(),
             roles: self.roles_of(name)?,
-            created_at,
-            created_by,
+            created_at: row.get(0)?,
+            created_by: row.get(1)?,
         })
     }
 
@@ -179,25 +176,20 @@ impl Store {
     ///
     /// Returns [`StoreError::Sqlite`] on a database failure.
     pub fn principals(&self, domain: Option<&str>) -> Result<Vec<PrincipalRow>, StoreError> {
-        let names: Vec<String> = match domain {
-            Some(domain) => {
-                let mut statement = self.conn.prepare(
-                    "SELECT DISTINCT principal FROM principal_roles WHERE domain_id = ?1
-                     ORDER BY principal",
-                )?;
-                statement
-                    .query_map([domain], |row| row.get(0))?
-                    .collect::<Result<_, _>>()?
-            }
-            None => {
-                let mut statement = self
-                    .conn
-                    .prepare("SELECT name FROM principals ORDER BY name")?;
-                statement
-                    .query_map([], |row| row.get(0))?
-                    .collect::<Result<_, _>>()?
-            }
+        let rows = match domain {
+            Some(domain) => self.conn.query(
+                "SELECT DISTINCT principal FROM principal_roles WHERE domain_id = ?1
+                 ORDER BY principal",
+                params![domain],
+            )?,
+            None => self
+                .conn
+                .query("SELECT name FROM principals ORDER BY name", &[])?,
         };
+        let names = rows
+            .iter()
+            .map(|row| row.get(0))
+            .collect::<Result<Vec<String>, _>>()?;
         names.iter().map(|name| self.principal(name)).collect()
     }
 
@@ -207,10 +199,16 @@ impl Store {
     ///
     /// Returns [`StoreError::NotFound`] when it does not exist.
     pub fn delete_principal(&mut self, name: &str) -> Result<(), StoreError> {
-        let tx = self.conn.transaction()?;
-        tx.execute("DELETE FROM admin_tokens WHERE principal = ?1", [name])?;
-        tx.execute("DELETE FROM principal_roles WHERE principal = ?1", [name])?;
-        if tx.execute("DELETE FROM principals WHERE name = ?1", [name])? == 0 {
+        let tx = self.conn.transaction(Isolation::Write)?;
+        tx.execute(
+            "DELETE FROM admin_tokens WHERE principal = ?1",
+            params![name],
+        )?;
+        tx.execute(
+            "DELETE FROM principal_roles WHERE principal = ?1",
+            params![name],
+        )?;
+        if tx.execute("DELETE FROM principals WHERE name = ?1", params![name])? == 0 {
             return Err(StoreError::NotFound(format!("principal {name:?}")));
         }
         tx.commit()?;
@@ -218,20 +216,21 @@ impl Store {
     }
 
     fn roles_of(&self, name: &str) -> Result<Vec<RoleRow>, StoreError> {
-        let mut statement = self.conn.prepare_cached(
-            "SELECT role, domain_id FROM principal_roles WHERE principal = ?1
-             ORDER BY role, domain_id",
-        )?;
-        let roles = statement
-            .query_map([name], |row| {
+        self.conn
+            .query(
+                "SELECT role, domain_id FROM principal_roles WHERE principal = ?1
+                 ORDER BY role, domain_id",
+                params![name],
+            )?
+            .iter()
+            .map(|row| {
                 let domain: String = row.get(1)?;
                 Ok(RoleRow {
                     role: row.get(0)?,
                     domain: (!domain.is_empty()).then_some(domain),
                 })
-            })?
-            .collect::<Result<_, _>>()?;
-        Ok(roles)
+            })
+            .collect()
     }
 
     /// Inserts a new token, which contains only the digest of the token text.
@@ -245,10 +244,10 @@ impl Store {
             "INSERT INTO admin_tokens (id, principal, digest, description, created_at, expires_at)
              VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
             params![
-                token.id,
-                token.principal,
-                token.digest,
-                token.description,
+                &token.id,
+                &token.principal,
+                &token.digest,
+                &token.description,
                 token.created_at,
                 token.expires_at
             ],
@@ -262,11 +261,11 @@ impl Store {
     ///
     /// Returns [`StoreError::Sqlite`] on a database failure.
     pub fn token(&self, id: &str) -> Result<Option<TokenRow>, StoreError> {
-        Ok(self
-            .conn
-            .prepare_cached(&format!("{TOKEN_COLUMNS} WHERE id = ?1"))?
-            .query_row([id], token_from_row)
-            .optional()?)
+        self.conn
+            .query_opt(&format!("{TOKEN_COLUMNS} WHERE id = ?1"), params![id])?
+            .as_ref()
+            .map(token_from_row)
+            .transpose()
     }
 
     /// Lists the tokens of a principal, newest first.
@@ -275,13 +274,14 @@ impl Store {
     ///
     /// Returns [`StoreError::Sqlite`] on a database failure.
     pub fn tokens(&self, principal: &str) -> Result<Vec<TokenRow>, StoreError> {
-        let mut statement = self.conn.prepare(&format!(
-            "{TOKEN_COLUMNS} WHERE principal = ?1 ORDER BY created_at DESC, id"
-        ))?;
-        let tokens = statement
-            .query_map([principal], token_from_row)?
-            .collect::<Result<_, _>>()?;
-        Ok(tokens)
+        self.conn
+            .query(
+                &format!("{TOKEN_COLUMNS} WHERE principal = ?1 ORDER BY created_at DESC, id"),
+                params![principal],
+            )?
+            .iter()
+            .map(token_from_row)
+            .collect()
     }
 
     /// Revokes a principal's token.
@@ -318,7 +318,7 @@ impl Store {
     pub fn touch_token(&mut self, id: &str, now: i64) -> Result<(), StoreError> {
         self.conn.execute(
             "UPDATE admin_tokens SET last_used_at = ?2
-             WHERE id = ?1 AND (last_used_at IS NULL OR last_used_at < ?2 - 60)",
+             WHERE id = ?1 AND (last_used_at IS NULL OR last_used_at + 60 < ?2)",
             params![id, now],
         )?;
         Ok(())
@@ -331,21 +331,20 @@ impl Store {
     /// Returns [`StoreError::NotFound`] for a missing domain and [`StoreError::AlreadyExists`]
     /// when the name is taken in the domain or the custom key store id is registered already.
     pub fn insert_key_store(&mut self, key_store: &KeyStoreRow) -> Result<(), StoreError> {
-        let tx = self.conn.transaction()?;
+        let tx = self.conn.transaction(Isolation::Write)?;
         domain_exists(&tx, &key_store.domain_id)?;
-        let clash: Option<(String, String)> = tx
-            .query_row(
-                "SELECT domain_id, name FROM external_key_stores
-                 WHERE (domain_id = ?1 AND name = ?2) OR custom_key_store_id = ?3",
-                params![
-                    key_store.domain_id,
-                    key_store.name,
-                    key_store.custom_key_store_id
-                ],
-                |row| Ok((row.get(0)?, row.get(1)?)),
-            )
-            .optional()?;
-        if let Some((domain, name)) = clash {
+        let clash = tx.query_opt(
+            "SELECT domain_id, name FROM external_key_stores
+             WHERE (domain_id = ?1 AND name = ?2) OR custom_key_store_id = ?3",
+            params![
+                &key_store.domain_id,
+                &key_store.name,
+                &key_store.custom_key_store_id
+            ],
+        )?;
+        if let Some(clash) = clash {
+            let domain: String = clash.get(0)?;
+            let name: String = clash.get(1)?;
             return Err(StoreError::AlreadyExists(
                 if domain == key_store.domain_id && name == key_store.name {
                     format!(
@@ -371,11 +370,11 @@ impl Store {
                 (domain_id, name, custom_key_store_id, region, account_id, created_at)
              VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
             params![
-                key_store.domain_id,
-                key_store.name,
-                key_store.custom_key_store_id,
-                key_store.region,
-                key_store.account_id,
+                &key_store.domain_id,
+                &key_store.name,
+                &key_store.custom_key_store_id,
+                &key_store.region,
+                &key_store.account_id,
                 key_store.created_at
             ],
         )?;
@@ -390,13 +389,14 @@ impl Store {
     /// Returns [`StoreError::NotFound`] for a missing domain.
     pub fn key_stores(&self, domain_id: &str) -> Result<Vec<KeyStoreRow>, StoreError> {
         domain_exists(&self.conn, domain_id)?;
-        let mut statement = self.conn.prepare(&format!(
-            "{KEY_STORE_COLUMNS} WHERE domain_id = ?1 ORDER BY name"
-        ))?;
-        let rows = statement
-            .query_map([domain_id], key_store_from_row)?
-            .collect::<Result<_, _>>()?;
-        Ok(rows)
+        self.conn
+            .query(
+                &format!("{KEY_STORE_COLUMNS} WHERE domain_id = ?1 ORDER BY name"),
+                params![domain_id],
+            )?
+            .iter()
+            .map(key_store_from_row)
+            .collect()
     }
 
     /// Loads one registered external key store.
@@ -406,18 +406,18 @@ impl Store {
     /// Returns [`StoreError::NotFound`] when the domain or the key store does not exist.
     pub fn key_store(&self, domain_id: &str, name: &str) -> Result<KeyStoreRow, StoreError> {
         domain_exists(&self.conn, domain_id)?;
-        self.conn
-            .query_row(
+        let row = self
+            .conn
+            .query_opt(
                 &format!("{KEY_STORE_COLUMNS} WHERE domain_id = ?1 AND name = ?2"),
-                [domain_id, name],
-                key_store_from_row,
-            )
-            .optional()?
+                params![domain_id, name],
+            )?
             .ok_or_else(|| {
                 StoreError::NotFound(format!(
                     "external key store {name:?} in domain {domain_id:?}"
                 ))
-            })
+            })?;
+        key_store_from_row(&row)
     }
 
     /// Deletes the registration of an external key store. Keys created through it stay.
@@ -429,7 +429,7 @@ impl Store {
         self.key_store(domain_id, name)?;
         self.conn.execute(
             "DELETE FROM external_key_stores WHERE domain_id = ?1 AND name = ?2",
-            [domain_id, name],
+            params![domain_id, name],
         )?;
         Ok(())
     }
@@ -441,7 +441,7 @@ const TOKEN_COLUMNS: &str = "SELECT id, principal, digest, description, created_
 const KEY_STORE_COLUMNS: &str = "SELECT domain_id, name, custom_key_store_id, region, \
     account_id, created_at FROM external_key_stores";
 
-fn token_from_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<TokenRow> {
+fn token_from_row(row: &Row) -> Result<TokenRow, StoreError> {
     Ok(TokenRow {
         id: row.get(0)?,
         principal: row.get(1)?,
@@ -454,7 +454,7 @@ fn token_from_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<TokenRow> {
     })
 }
 
-fn key_store_from_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<KeyStoreRow> {
+fn key_store_from_row(row: &Row) -> Result<KeyStoreRow, StoreError> {
     Ok(KeyStoreRow {
         domain_id: row.get(0)?,
         name: row.get(1)?,

@@ -4,8 +4,7 @@
 //! Each change is one transaction that checks the state it expects, so two nodes or two CLI
 //! calls racing on the same key cannot both apply a change.
 
-use rusqlite::{OptionalExtension as _, params};
-
+use super::sql::{Backend, Sql, params};
 use super::{Store, StoreError, domain_exists, insert_version, key_status, version_from_row};
 use crate::keystore::model::{DomainStatus, KeyStatus, StoredVersion, VersionState};
 
@@ -94,12 +93,15 @@ impl Store {
         key_id: &str,
     ) -> Result<Vec<StoredVersion>, StoreError> {
         key_status(&self.conn, domain_id, key_id)?;
-        let mut statement = self.conn.prepare(
-            "SELECT domain_id, key_id, version, state, wrapped_material, hsm_label, created_at
-             FROM key_versions WHERE domain_id = ?1 AND key_id = ?2 ORDER BY version",
-        )?;
-        let rows = statement.query_map([domain_id, key_id], version_from_row)?;
-        rows.map(|row| row?).collect()
+        self.conn
+            .query(
+                "SELECT domain_id, key_id, version, state, wrapped_material, hsm_label, created_at
+                 FROM key_versions WHERE domain_id = ?1 AND key_id = ?2 ORDER BY version",
+                params![domain_id, key_id],
+            )?
+            .iter()
+            .map(version_from_row)
+            .collect()
     }
 
     /// Enables or disables a version other than the primary.
@@ -141,12 +143,13 @@ impl Store {
     ) -> Result<Destroyed, StoreError> {
         let destroyed = self.write(|tx| {
             check_changeable_version(tx, domain_id, key_id, version)?;
-            let label: Option<String> = tx.query_row(
-                "SELECT hsm_label FROM key_versions
-                 WHERE domain_id = ?1 AND key_id = ?2 AND version = ?3",
-                params![domain_id, key_id, version],
-                |row| row.get(0),
-            )?;
+            let label: Option<String> = tx
+                .query_one(
+                    "SELECT hsm_label FROM key_versions
+                     WHERE domain_id = ?1 AND key_id = ?2 AND version = ?3",
+                    params![domain_id, key_id, version],
+                )?
+                .get(0)?;
             tx.execute(
                 "UPDATE key_versions SET state = 'DESTROYED', wrapped_material = NULL
                  WHERE domain_id = ?1 AND key_id = ?2 AND version = ?3",
@@ -240,13 +243,15 @@ impl Store {
             if changed == 0 {
                 return Ok(None);
             }
-            let mut statement = tx.prepare(
-                "SELECT hsm_label FROM key_versions
-                 WHERE domain_id = ?1 AND key_id = ?2 AND hsm_label IS NOT NULL
-                     AND state <> 'DESTROYED'",
-            )?;
-            let labels = statement
-                .query_map([domain_id, key_id], |row| row.get(0))?
+            let labels = tx
+                .query(
+                    "SELECT hsm_label FROM key_versions
+                     WHERE domain_id = ?1 AND key_id = ?2 AND hsm_label IS NOT NULL
+                         AND state <> 'DESTROYED'",
+                    params![domain_id, key_id],
+                )?
+                .iter()
+                .map(|row| row.get(0))
                 .collect::<Result<Vec<String>, _>>()?;
             tx.execute(
                 "UPDATE key_versions SET state = 'DESTROYED', wrapped_material = NULL
@@ -267,12 +272,15 @@ impl Store {
     ///
     /// Returns [`StoreError`] on a database failure.
     pub fn due_deletions(&self, now: i64) -> Result<Vec<(String, String)>, StoreError> {
-        let mut statement = self.conn.prepare(
-            "SELECT domain_id, key_id FROM keys
-             WHERE status = 'PENDING_DELETION' AND deletion_at <= ?1",
-        )?;
-        let rows = statement.query_map([now], |row| Ok((row.get(0)?, row.get(1)?)))?;
-        Ok(rows.collect::<Result<_, _>>()?)
+        self.conn
+            .query(
+                "SELECT domain_id, key_id FROM keys
+                 WHERE status = 'PENDING_DELETION' AND deletion_at <= ?1",
+                params![now],
+            )?
+            .iter()
+            .map(|row| Ok((row.get(0)?, row.get(1)?)))
+            .collect()
     }
 
     /// Keys with a rotation period whose primary version is at least that old.
@@ -281,21 +289,25 @@ impl Store {
     ///
     /// Returns [`StoreError`] on a database failure.
     pub fn due_rotations(&self, now: i64) -> Result<Vec<DueRotation>, StoreError> {
-        let mut statement = self.conn.prepare(
-            "SELECT k.domain_id, k.key_id, k.primary_version FROM keys k
-             JOIN key_versions v ON v.domain_id = k.domain_id AND v.key_id = k.key_id
-                 AND v.version = k.primary_version
-             WHERE k.rotation_period_secs IS NOT NULL AND k.status IN ('ENABLED', 'DISABLED')
-                 AND v.created_at + k.rotation_period_secs <= ?1",
-        )?;
-        let rows = statement.query_map([now], |row| {
-            Ok(DueRotation {
-                domain_id: row.get(0)?,
-                key_id: row.get(1)?,
-                primary_version: row.get(2)?,
+        self.conn
+            .query(
+                "SELECT k.domain_id, k.key_id, k.primary_version FROM keys k
+                 JOIN key_versions v ON v.domain_id = k.domain_id AND v.key_id = k.key_id
+                     AND v.version = k.primary_version
+                 WHERE k.rotation_period_secs IS NOT NULL
+                     AND k.status IN ('ENABLED', 'DISABLED')
+                     AND v.created_at + k.rotation_period_secs <= ?1",
+                params![now],
+            )?
+            .iter()
+            .map(|row| {
+                Ok(DueRotation {
+                    domain_id: row.get(0)?,
+                    key_id: row.get(1)?,
+                    primary_version: row.get(2)?,
+                })
             })
-        })?;
-        Ok(rows.collect::<Result<_, _>>()?)
+            .collect()
     }
 
     /// Records the KMS key ARN a key learned on first use, unless it has a binding already.
@@ -313,15 +325,16 @@ impl Store {
         self.write(|tx| {
             tx.execute(
                 "UPDATE keys SET bound_kms_key_arn = ?3
-                 WHERE domain_id = ?1 AND key_id = ?2 AND learn_binding = 1
+                 WHERE domain_id = ?1 AND key_id = ?2 AND learn_binding <> 0
                      AND bound_kms_key_arn IS NULL",
                 params![domain_id, key_id, kms_key_arn],
             )?;
-            let bound: Option<String> = tx.query_row(
-                "SELECT bound_kms_key_arn FROM keys WHERE domain_id = ?1 AND key_id = ?2",
-                params![domain_id, key_id],
-                |row| row.get(0),
-            )?;
+            let bound: Option<String> = tx
+                .query_one(
+                    "SELECT bound_kms_key_arn FROM keys WHERE domain_id = ?1 AND key_id = ?2",
+                    params![domain_id, key_id],
+                )?
+                .get(0)?;
             Ok(bound.as_deref() == Some(kms_key_arn))
         })
     }
@@ -379,38 +392,84 @@ impl Store {
         })
     }
 
-    /// Overwrites freed database pages and truncates the write-ahead log, so erased material
-    /// does not linger in free pages or in old log frames.
-    fn scrub(&mut self) -> Result<(), StoreError> {
+    /// Takes the cluster-wide lock for scheduled rotations and deletions without waiting, and
+    /// returns whether this connection holds it now. On PostgreSQL this is a session-level
+    /// advisory lock, so one node runs the scheduled work while the others skip that round.
+    /// The server releases it when the session ends. SQLite serves one node, so it always
+    /// succeeds there.
+    ///
+    /// # Errors
+    ///
+    /// Returns [`StoreError::Postgres`] on a database failure.
+    pub fn try_lock_scheduler(&self) -> Result<bool, StoreError> {
+        if self.conn.backend() == Backend::Sqlite {
+            return Ok(true);
+        }
         self.conn
-            .query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()))
-            .optional()?;
+            .query_one(
+                "SELECT pg_try_advisory_lock(?1)",
+                params![super::postgres::SCHEDULER_LOCK],
+            )?
+            .get(0)
+    }
+
+    /// Releases the lock taken by [`Store::try_lock_scheduler`].
+    ///
+    /// # Errors
+    ///
+    /// Returns [`StoreError::Postgres`] on a database failure.
+    pub fn unlock_scheduler(&self) -> Result<(), StoreError> {
+        if self.conn.backend() == Backend::Postgres {
+            self.conn.query_one(
+                "SELECT pg_advisory_unlock(?1)",
+                params![super::postgres::SCHEDULER_LOCK],
+            )?;
+        }
+        Ok(())
+    }
+
+    /// Removes erased material from the database files as far as the backend allows.
+    ///
+    /// SQLite overwrites freed pages (`secure_delete`) and truncates the write-ahead log, so the
+    /// material lingers neither in free pages nor in old log frames. PostgreSQL keeps the old
+    /// row versions until a vacuum, so this vacuums `key_versions`.
+    fn scrub(&mut self) -> Result<(), StoreError> {
+        if let Some(conn) = self.conn.sqlite() {
+            let mut statement = conn.prepare("PRAGMA wal_checkpoint(TRUNCATE)")?;
+            let mut rows = statement.query([])?;
+            while rows.next()?.is_some() {}
+            return Ok(());
+        }
+        // NOTE: VACUUM frees the dead row versions but need not overwrite their bytes, and the
+        // PostgreSQL write-ahead log and its archives keep the old rows until they are recycled.
+        debug_assert_eq!(self.conn.backend(), Backend::Postgres);
+        self.conn.execute("VACUUM key_versions", &[])?;
         Ok(())
     }
 }
 
 /// Checks that a version exists, is not the primary and is not destroyed.
 fn check_changeable_version(
-    tx: &rusqlite::Connection,
+    tx: &impl Sql,
     domain_id: &str,
     key_id: &str,
     version: u32,
 ) -> Result<(), StoreError> {
     key_status(tx, domain_id, key_id)?;
-    let row: Option<(String, u32)> = tx
-        .query_row(
+    let row = tx
+        .query_opt(
             "SELECT v.state, k.primary_version FROM key_versions v
              JOIN keys k ON k.domain_id = v.domain_id AND k.key_id = v.key_id
              WHERE v.domain_id = ?1 AND v.key_id = ?2 AND v.version = ?3",
             params![domain_id, key_id, version],
-            |row| Ok((row.get(0)?, row.get(1)?)),
-        )
-        .optional()?;
-    let (state, primary) = row.ok_or_else(|| {
-        StoreError::NotFound(format!(
-            "version {version} of key {key_id:?} in domain {domain_id:?}"
-        ))
-    })?;
+        )?
+        .ok_or_else(|| {
+            StoreError::NotFound(format!(
+                "version {version} of key {key_id:?} in domain {domain_id:?}"
+            ))
+        })?;
+    let state: String = row.get(0)?;
+    let primary: u32 = row.get(1)?;
     if version == primary {
         return Err(StoreError::Rejected(format!(
             "version {version} is the primary version of key {key_id:?}, which is always enabled; rotate the key before changing it"

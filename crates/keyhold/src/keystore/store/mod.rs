@@ -1,8 +1,10 @@
-//! The SQLite store: the durable source of truth for domains, credentials and keys.
+//! The store: the durable source of truth for domains, credentials and keys, kept in the
+//! embedded SQLite database or in a PostgreSQL database that several nodes share.
 //!
 //! Every change runs in one transaction that also increments `meta.revision`, so a running
-//! server polling that number notices changes made by the CLI. The database runs in WAL mode
-//! with `synchronous = FULL`, so a change is on disk before the command that made it returns.
+//! server polling that number notices changes made by the CLI or by another node. SQLite runs
+//! in WAL mode with `synchronous = FULL`, so a change is on disk before the command that made it
+//! returns. PostgreSQL gives the same guarantee with its default `synchronous_commit = on`.
 //! Secrets arrive here already wrapped; this module never sees them in clear.
 
 mod audit_head;
@@ -11,11 +13,14 @@ pub mod backup;
 mod control;
 pub use control::{KeyStoreRow, PrincipalRow, RoleRow, TokenRow};
 mod lifecycle;
+mod postgres;
+pub use postgres::{PASSWORD_ENV, PostgresTarget};
+mod sql;
 
 use std::path::Path;
 use std::time::Duration;
 
-use rusqlite::{Connection, OptionalExtension as _, TransactionBehavior, params};
+use sql::{Backend, Connection, Isolation, PostgresConnection, Row, Sql, Transaction, params};
 
 use super::model::{
     CredentialInfo, Domain, DomainStatus, KeyInfo, KeyStatus, KeyUsage, MAX_ACTIVE_CREDENTIALS,
@@ -95,6 +100,12 @@ pub enum StoreError {
     /// SQLite reported an error.
     #[error("database error: {0}")]
     Sqlite(#[from] rusqlite::Error),
+    /// PostgreSQL reported an error, or the connection to it failed.
+    #[error("PostgreSQL error: {0}")]
+    Postgres(#[from] ::postgres::Error),
+    /// The PostgreSQL settings are unusable, such as a password that cannot be read.
+    #[error("{0}")]
+    Config(String),
     /// The requested object does not exist.
     #[error("{0} not found")]
     NotFound(String),
@@ -132,21 +143,39 @@ pub struct Dataset {
     pub system_keys: Vec<(String, Vec<u8>)>,
 }
 
-/// A connection to the SQLite store.
+/// Location of the store, as configured in `[storage]`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StorageTarget {
+    /// The embedded SQLite database file.
+    Sqlite(std::path::PathBuf),
+    /// A PostgreSQL database shared by several nodes.
+    Postgres(PostgresTarget),
+}
+
+impl std::fmt::Display for StorageTarget {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Sqlite(path) => write!(f, "database {}", path.display()),
+            Self::Postgres(target) => write!(f, "PostgreSQL database {target}"),
+        }
+    }
+}
+
+/// A connection to the store, on SQLite or PostgreSQL.
 #[derive(Debug)]
 pub struct Store {
     conn: Connection,
 }
 
 impl Store {
-    /// Opens the database at `path`, creating and migrating it when needed.
+    /// Opens the SQLite database at `path`, creating and migrating it when needed.
     ///
     /// # Errors
     ///
     /// Returns [`StoreError::Sqlite`] when the file cannot be opened or migrated, and
     /// [`StoreError::SchemaTooNew`] when a newer Keyhold wrote it.
     pub fn open(path: &Path) -> Result<Self, StoreError> {
-        let mut conn = Connection::open(path)?;
+        let mut conn = rusqlite::Connection::open(path)?;
         conn.busy_timeout(Duration::from_secs(5))?;
         conn.pragma_update(None, "journal_mode", "WAL")?;
         conn.pragma_update(None, "synchronous", "FULL")?;
@@ -154,20 +183,47 @@ impl Store {
         conn.pragma_update(None, "secure_delete", "ON")?;
         conn.pragma_update(None, "foreign_keys", "ON")?;
         migrate(&mut conn)?;
-        Ok(Self { conn })
+        Ok(Self {
+            conn: Connection::Sqlite(conn),
+        })
+    }
+
+    /// Connects to a PostgreSQL database, creating and migrating the schema when needed.
+    ///
+    /// # Errors
+    ///
+    /// Returns [`StoreError::Config`] when the password cannot be read,
+    /// [`StoreError::Postgres`] when no server accepts the connection or the migration fails,
+    /// and [`StoreError::SchemaTooNew`] when a newer Keyhold wrote the schema.
+    pub fn connect_postgres(target: &PostgresTarget) -> Result<Self, StoreError> {
+        let mut client = postgres::connect(target)?;
+        postgres::migrate(&mut client)?;
+        Ok(Self {
+            conn: Connection::Postgres(Box::new(PostgresConnection::new(client, target.clone()))),
+        })
+    }
+
+    /// Opens the store that `target` names.
+    ///
+    /// # Errors
+    ///
+    /// Returns the errors of [`Store::open`] or [`Store::connect_postgres`].
+    pub fn connect(target: &StorageTarget) -> Result<Self, StoreError> {
+        match target {
+            StorageTarget::Sqlite(path) => Self::open(path),
+            StorageTarget::Postgres(target) => Self::connect_postgres(target),
+        }
     }
 
     /// The current revision, incremented by every change.
     ///
     /// # Errors
     ///
-    /// Returns [`StoreError::Sqlite`] on a database failure.
+    /// Returns [`StoreError::Sqlite`] or [`StoreError::Postgres`] on a database failure.
     pub fn revision(&self) -> Result<i64, StoreError> {
-        Ok(self
-            .conn
-            .query_row("SELECT revision FROM meta WHERE id = 1", [], |row| {
-                row.get(0)
-            })?)
+        self.conn
+            .query_one("SELECT revision FROM meta WHERE id = 1", &[])?
+            .get(0)
     }
 
     /// Inserts a domain.
@@ -177,25 +233,24 @@ impl Store {
     /// Returns [`StoreError::AlreadyExists`] when the id or the URI path prefix is taken.
     pub fn create_domain(&mut self, domain: &Domain) -> Result<(), StoreError> {
         self.write(|tx| {
-            let id_taken: bool = tx.query_row(
-                "SELECT EXISTS (SELECT 1 FROM domains WHERE id = ?1)",
-                [&domain.id],
-                |row| row.get(0),
-            )?;
+            let id_taken: bool = tx
+                .query_one(
+                    "SELECT EXISTS (SELECT 1 FROM domains WHERE id = ?1)",
+                    params![&domain.id],
+                )?
+                .get(0)?;
             if id_taken {
                 return Err(StoreError::AlreadyExists(format!(
                     "domain {:?} already exists",
                     domain.id
                 )));
             }
-            let owner: Option<String> = tx
-                .query_row(
-                    "SELECT id FROM domains WHERE uri_prefix = ?1",
-                    [&domain.uri_prefix],
-                    |row| row.get(0),
-                )
-                .optional()?;
+            let owner = tx.query_opt(
+                "SELECT id FROM domains WHERE uri_prefix = ?1",
+                params![&domain.uri_prefix],
+            )?;
             if let Some(owner) = owner {
+                let owner: String = owner.get(0)?;
                 return Err(StoreError::AlreadyExists(format!(
                     "URI path prefix {:?} is already used by domain {owner:?}",
                     domain.uri_prefix
@@ -212,11 +267,14 @@ impl Store {
     ///
     /// Returns [`StoreError`] on a database failure or a corrupt row.
     pub fn domains(&self) -> Result<Vec<Domain>, StoreError> {
-        let mut statement = self
-            .conn
-            .prepare(&format!("SELECT {DOMAIN_COLUMNS} FROM domains ORDER BY id"))?;
-        let rows = statement.query_map([], domain_from_row)?;
-        rows.map(|row| row?).collect()
+        self.conn
+            .query(
+                &format!("SELECT {DOMAIN_COLUMNS} FROM domains ORDER BY id"),
+                &[],
+            )?
+            .iter()
+            .map(domain_from_row)
+            .collect()
     }
 
     /// Reads one domain.
@@ -225,14 +283,14 @@ impl Store {
     ///
     /// Returns [`StoreError::NotFound`] when no domain has that id.
     pub fn domain(&self, id: &str) -> Result<Domain, StoreError> {
-        self.conn
-            .query_row(
+        let row = self
+            .conn
+            .query_opt(
                 &format!("SELECT {DOMAIN_COLUMNS} FROM domains WHERE id = ?1"),
-                [id],
-                domain_from_row,
-            )
-            .optional()?
-            .ok_or_else(|| StoreError::NotFound(format!("domain {id:?}")))?
+                params![id],
+            )?
+            .ok_or_else(|| StoreError::NotFound(format!("domain {id:?}")))?;
+        domain_from_row(&row)
     }
 
     /// Adds a credential, allowing at most two active credentials per domain.
@@ -247,11 +305,12 @@ impl Store {
     ) -> Result<(), StoreError> {
         self.write(|tx| {
             domain_exists(tx, &credential.domain_id)?;
-            let active: i64 = tx.query_row(
-                "SELECT COUNT(*) FROM credentials WHERE domain_id = ?1 AND revoked_at IS NULL",
-                [&credential.domain_id],
-                |row| row.get(0),
-            )?;
+            let active: i64 = tx
+                .query_one(
+                    "SELECT COUNT(*) FROM credentials WHERE domain_id = ?1 AND revoked_at IS NULL",
+                    params![&credential.domain_id],
+                )?
+                .get(0)?;
             if active >= MAX_ACTIVE_CREDENTIALS as i64 {
                 return Err(StoreError::Rejected(format!(
                     "domain {:?} already has {MAX_ACTIVE_CREDENTIALS} active credentials; revoke \
@@ -263,8 +322,8 @@ impl Store {
                 "INSERT INTO credentials (access_key_id, domain_id, wrapped_secret, created_at)
                  VALUES (?1, ?2, ?3, ?4)",
                 params![
-                    credential.access_key_id,
-                    credential.domain_id,
+                    &credential.access_key_id,
+                    &credential.domain_id,
                     wrapped_secret,
                     credential.created_at
                 ],
@@ -280,12 +339,15 @@ impl Store {
     /// Returns [`StoreError::NotFound`] when the domain does not exist.
     pub fn credentials(&self, domain_id: &str) -> Result<Vec<CredentialInfo>, StoreError> {
         domain_exists(&self.conn, domain_id)?;
-        let mut statement = self.conn.prepare(
-            "SELECT access_key_id, domain_id, created_at, revoked_at FROM credentials
-             WHERE domain_id = ?1 ORDER BY created_at, access_key_id",
-        )?;
-        let rows = statement.query_map([domain_id], credential_from_row)?;
-        Ok(rows.collect::<Result<_, _>>()?)
+        self.conn
+            .query(
+                "SELECT access_key_id, domain_id, created_at, revoked_at FROM credentials
+                 WHERE domain_id = ?1 ORDER BY created_at, access_key_id",
+                params![domain_id],
+            )?
+            .iter()
+            .map(credential_from_row)
+            .collect()
     }
 
     /// Revokes an active credential.
@@ -322,11 +384,12 @@ impl Store {
     pub fn create_key(&mut self, key: &KeyInfo, first: &StoredVersion) -> Result<(), StoreError> {
         self.write(|tx| {
             domain_exists(tx, &key.domain_id)?;
-            let taken: bool = tx.query_row(
-                "SELECT EXISTS (SELECT 1 FROM keys WHERE domain_id = ?1 AND key_id = ?2)",
-                [&key.domain_id, &key.key_id],
-                |row| row.get(0),
-            )?;
+            let taken: bool = tx
+                .query_one(
+                    "SELECT EXISTS (SELECT 1 FROM keys WHERE domain_id = ?1 AND key_id = ?2)",
+                    params![&key.domain_id, &key.key_id],
+                )?
+                .get(0)?;
             if taken {
                 return Err(StoreError::AlreadyExists(format!(
                     "key {:?} already exists in domain {:?}; key ids are never reused",
@@ -346,11 +409,14 @@ impl Store {
     /// Returns [`StoreError::NotFound`] when the domain does not exist.
     pub fn keys(&self, domain_id: &str) -> Result<Vec<KeyInfo>, StoreError> {
         domain_exists(&self.conn, domain_id)?;
-        let mut statement = self.conn.prepare(&format!(
-            "{KEY_COLUMNS} WHERE domain_id = ?1 ORDER BY key_id"
-        ))?;
-        let rows = statement.query_map([domain_id], key_from_row)?;
-        rows.map(|row| row?).collect()
+        self.conn
+            .query(
+                &format!("{KEY_COLUMNS} WHERE domain_id = ?1 ORDER BY key_id"),
+                params![domain_id],
+            )?
+            .iter()
+            .map(key_from_row)
+            .collect()
     }
 
     /// Reads one key.
@@ -360,16 +426,16 @@ impl Store {
     /// Returns [`StoreError::NotFound`] when the domain or key does not exist.
     pub fn key(&self, domain_id: &str, key_id: &str) -> Result<KeyInfo, StoreError> {
         domain_exists(&self.conn, domain_id)?;
-        self.conn
-            .query_row(
+        let row = self
+            .conn
+            .query_opt(
                 &format!("{KEY_COLUMNS} WHERE domain_id = ?1 AND key_id = ?2"),
-                [domain_id, key_id],
-                key_from_row,
-            )
-            .optional()?
+                params![domain_id, key_id],
+            )?
             .ok_or_else(|| {
                 StoreError::NotFound(format!("key {key_id:?} in domain {domain_id:?}"))
-            })?
+            })?;
+        key_from_row(&row)
     }
 
     /// Enables or disables a key. Keys pending deletion or destroyed cannot change this way.
@@ -410,7 +476,7 @@ impl Store {
     ///
     /// # Errors
     ///
-    /// Returns [`StoreError::Sqlite`] on a database failure.
+    /// Returns [`StoreError::Sqlite`] or [`StoreError::Postgres`] on a database failure.
     pub fn insert_system_key(
         &mut self,
         name: &str,
@@ -419,8 +485,8 @@ impl Store {
     ) -> Result<bool, StoreError> {
         self.write(|tx| {
             let inserted = tx.execute(
-                "INSERT OR IGNORE INTO system_keys (name, wrapped_material, created_at)
-                 VALUES (?1, ?2, ?3)",
+                "INSERT INTO system_keys (name, wrapped_material, created_at)
+                 VALUES (?1, ?2, ?3) ON CONFLICT (name) DO NOTHING",
                 params![name, wrapped, now],
             )?;
             Ok(inserted == 1)
@@ -433,65 +499,60 @@ impl Store {
     ///
     /// Returns [`StoreError`] on a database failure or a corrupt row.
     pub fn load(&mut self) -> Result<Dataset, StoreError> {
-        let tx = self.conn.transaction()?;
-        let revision = tx.query_row("SELECT revision FROM meta WHERE id = 1", [], |row| {
-            row.get(0)
-        })?;
+        let tx = self.conn.transaction(Isolation::Snapshot)?;
+        let revision = tx
+            .query_one("SELECT revision FROM meta WHERE id = 1", &[])?
+            .get(0)?;
 
-        let domains = {
-            let mut statement = tx.prepare(&format!("SELECT {DOMAIN_COLUMNS} FROM domains"))?;
-            let rows = statement.query_map([], domain_from_row)?;
-            rows.map(|row| row?)
-                .collect::<Result<Vec<_>, StoreError>>()?
-        };
+        let domains = tx
+            .query(&format!("SELECT {DOMAIN_COLUMNS} FROM domains"), &[])?
+            .iter()
+            .map(domain_from_row)
+            .collect::<Result<Vec<_>, _>>()?;
 
-        let credentials = {
-            let mut statement = tx.prepare(
+        let credentials = tx
+            .query(
                 "SELECT access_key_id, domain_id, created_at, revoked_at, wrapped_secret
                  FROM credentials WHERE revoked_at IS NULL",
-            )?;
-            let rows = statement.query_map([], |row| {
-                Ok((credential_from_row(row)?, row.get::<_, Vec<u8>>(4)?))
-            })?;
-            rows.collect::<Result<Vec<_>, _>>()?
-        };
+                &[],
+            )?
+            .iter()
+            .map(|row| Ok((credential_from_row(row)?, row.get::<Vec<u8>>(4)?)))
+            .collect::<Result<Vec<_>, StoreError>>()?;
 
-        let mut keys = {
-            let mut statement = tx.prepare(&format!("{KEY_COLUMNS} ORDER BY domain_id, key_id"))?;
-            let rows = statement.query_map([], key_from_row)?;
-            rows.map(|row| row?.map(|key| (key, Vec::new())))
-                .collect::<Result<Vec<(KeyInfo, Vec<StoredVersion>)>, StoreError>>()?
-        };
-        {
-            let mut statement = tx.prepare(
-                "SELECT domain_id, key_id, version, state, wrapped_material, hsm_label, created_at
-                 FROM key_versions ORDER BY domain_id, key_id, version",
-            )?;
-            let mut rows = statement.query([])?;
-            while let Some(row) = rows.next()? {
-                let domain_id: String = row.get(0)?;
-                let key_id: String = row.get(1)?;
-                let version = version_from_row(row)??;
-                let position = keys.binary_search_by(|(key, _)| {
-                    (key.domain_id.as_str(), key.key_id.as_str())
-                        .cmp(&(domain_id.as_str(), key_id.as_str()))
-                });
-                match position {
-                    Ok(index) => keys[index].1.push(version),
-                    Err(_) => {
-                        return Err(StoreError::Corrupt(format!(
-                            "version of unknown key {key_id:?} in domain {domain_id:?}"
-                        )));
-                    }
+        let mut keys = tx
+            .query(&format!("{KEY_COLUMNS} ORDER BY domain_id, key_id"), &[])?
+            .iter()
+            .map(|row| Ok((key_from_row(row)?, Vec::new())))
+            .collect::<Result<Vec<(KeyInfo, Vec<StoredVersion>)>, StoreError>>()?;
+        let version_rows = tx.query(
+            "SELECT domain_id, key_id, version, state, wrapped_material, hsm_label, created_at
+             FROM key_versions ORDER BY domain_id, key_id, version",
+            &[],
+        )?;
+        for row in &version_rows {
+            let domain_id: String = row.get(0)?;
+            let key_id: String = row.get(1)?;
+            let version = version_from_row(row)?;
+            let position = keys.binary_search_by(|(key, _)| {
+                (key.domain_id.as_str(), key.key_id.as_str())
+                    .cmp(&(domain_id.as_str(), key_id.as_str()))
+            });
+            match position {
+                Ok(index) => keys[index].1.push(version),
+                Err(_) => {
+                    return Err(StoreError::Corrupt(format!(
+                        "version of unknown key {key_id:?} in domain {domain_id:?}"
+                    )));
                 }
             }
         }
 
-        let system_keys = {
-            let mut statement = tx.prepare("SELECT name, wrapped_material FROM system_keys")?;
-            let rows = statement.query_map([], |row| Ok((row.get(0)?, row.get(1)?)))?;
-            rows.collect::<Result<Vec<_>, _>>()?
-        };
+        let system_keys = tx
+            .query("SELECT name, wrapped_material FROM system_keys", &[])?
+            .iter()
+            .map(|row| Ok((row.get(0)?, row.get(1)?)))
+            .collect::<Result<Vec<_>, StoreError>>()?;
         tx.commit()?;
 
         Ok(Dataset {
@@ -503,18 +564,43 @@ impl Store {
         })
     }
 
-    /// Runs `change` in an immediate transaction and increments the revision with it.
+    /// Runs `change` in a write transaction and increments the revision with it.
+    ///
+    /// Writers never interleave (see [`Isolation::Write`]). On PostgreSQL, READ COMMITTED takes
+    /// a fresh snapshot for each statement, so every check `change` makes after the `meta` row
+    /// lock sees all changes committed before. Check-then-write steps such as the credential
+    /// limit therefore stay race-free across nodes.
     fn write<T>(
         &mut self,
-        change: impl FnOnce(&rusqlite::Transaction<'_>) -> Result<T, StoreError>,
+        change: impl FnOnce(&Transaction<'_>) -> Result<T, StoreError>,
     ) -> Result<T, StoreError> {
-        let tx = self
-            .conn
-            .transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let tx = self.conn.transaction(Isolation::Write)?;
         let value = change(&tx)?;
-        tx.execute("UPDATE meta SET revision = revision + 1 WHERE id = 1", [])?;
+        tx.execute("UPDATE meta SET revision = revision + 1 WHERE id = 1", &[])?;
+        if tx.backend() == Backend::Postgres {
+            // Delivered to the listening nodes when the transaction commits, never before.
+            tx.execute(&format!("NOTIFY {}", postgres::CHANGES_CHANNEL), &[])?;
+        }
         tx.commit()?;
         Ok(value)
+    }
+
+    /// Waits until another connection commits a change or `timeout` passes, and returns whether
+    /// a change was announced. On PostgreSQL this listens for the notification that every
+    /// change sends. SQLite has no notifications, so it sleeps for `timeout` and returns false.
+    /// Either way the caller still compares [`Store::revision`], which is the source of truth.
+    ///
+    /// # Errors
+    ///
+    /// Returns [`StoreError::Postgres`] when the connection fails.
+    pub fn wait_for_change(&self, timeout: Duration) -> Result<bool, StoreError> {
+        match self.conn.postgres() {
+            Some(connection) => connection.wait_for_change(timeout),
+            None => {
+                std::thread::sleep(timeout);
+                Ok(false)
+            }
+        }
     }
 }
 
@@ -524,8 +610,8 @@ const KEY_COLUMNS: &str = "SELECT domain_id, key_id, name, description, usage_en
 
 const DOMAIN_COLUMNS: &str = "id, display_name, uri_prefix, status, quota_rps, policy, created_at";
 
-fn migrate(conn: &mut Connection) -> Result<(), StoreError> {
-    let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+fn migrate(conn: &mut rusqlite::Connection) -> Result<(), StoreError> {
+    let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
     let has_meta: bool = tx.query_row(
         "SELECT EXISTS (SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'meta')",
         [],
@@ -555,27 +641,26 @@ fn migrate(conn: &mut Connection) -> Result<(), StoreError> {
 }
 
 /// The status of a key, or [`StoreError::NotFound`] naming the missing domain or key.
-fn key_status(conn: &Connection, domain_id: &str, key_id: &str) -> Result<KeyStatus, StoreError> {
+fn key_status(conn: &impl Sql, domain_id: &str, key_id: &str) -> Result<KeyStatus, StoreError> {
     domain_exists(conn, domain_id)?;
-    let status: Option<String> = conn
-        .query_row(
+    let row = conn
+        .query_opt(
             "SELECT status FROM keys WHERE domain_id = ?1 AND key_id = ?2",
-            [domain_id, key_id],
-            |row| row.get(0),
-        )
-        .optional()?;
-    let status = status
+            params![domain_id, key_id],
+        )?
         .ok_or_else(|| StoreError::NotFound(format!("key {key_id:?} in domain {domain_id:?}")))?;
+    let status: String = row.get(0)?;
     KeyStatus::parse(&status)
         .ok_or_else(|| StoreError::Corrupt(format!("key {key_id:?} has status {status:?}")))
 }
 
-fn domain_exists(conn: &Connection, id: &str) -> Result<(), StoreError> {
-    let exists: bool = conn.query_row(
-        "SELECT EXISTS (SELECT 1 FROM domains WHERE id = ?1)",
-        [id],
-        |row| row.get(0),
-    )?;
+fn domain_exists(conn: &impl Sql, id: &str) -> Result<(), StoreError> {
+    let exists: bool = conn
+        .query_one(
+            "SELECT EXISTS (SELECT 1 FROM domains WHERE id = ?1)",
+            params![id],
+        )?
+        .get(0)?;
     if exists {
         Ok(())
     } else {
@@ -583,19 +668,19 @@ fn domain_exists(conn: &Connection, id: &str) -> Result<(), StoreError> {
     }
 }
 
-fn domain_from_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<Result<Domain, StoreError>> {
+fn domain_from_row(row: &Row) -> Result<Domain, StoreError> {
     let status: String = row.get(3)?;
     let id: String = row.get(0)?;
     let status = match status.as_str() {
         "ENABLED" => DomainStatus::Enabled,
         "DISABLED" => DomainStatus::Disabled,
         other => {
-            return Ok(Err(StoreError::Corrupt(format!(
+            return Err(StoreError::Corrupt(format!(
                 "domain {id:?} has status {other:?}"
-            ))));
+            )));
         }
     };
-    Ok(Ok(Domain {
+    Ok(Domain {
         id,
         display_name: row.get(1)?,
         uri_prefix: row.get(2)?,
@@ -603,10 +688,10 @@ fn domain_from_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<Result<Domain, S
         quota_rps: row.get(4)?,
         policy: row.get(5)?,
         created_at: row.get(6)?,
-    }))
+    })
 }
 
-fn credential_from_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<CredentialInfo> {
+fn credential_from_row(row: &Row) -> Result<CredentialInfo, StoreError> {
     Ok(CredentialInfo {
         access_key_id: row.get(0)?,
         domain_id: row.get(1)?,
@@ -615,29 +700,23 @@ fn credential_from_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<CredentialIn
     })
 }
 
-fn key_from_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<Result<KeyInfo, StoreError>> {
+fn key_from_row(row: &Row) -> Result<KeyInfo, StoreError> {
     let key_id: String = row.get(1)?;
     let status: String = row.get(6)?;
     let Some(status) = KeyStatus::parse(&status) else {
-        return Ok(Err(StoreError::Corrupt(format!(
+        return Err(StoreError::Corrupt(format!(
             "key {key_id:?} has status {status:?}"
-        ))));
+        )));
     };
     let protection: String = row.get(7)?;
-    let protection = match Protection::parse(&protection) {
-        Ok(protection) => protection,
-        Err(message) => {
-            return Ok(Err(StoreError::Corrupt(format!(
-                "key {key_id:?}: {message}"
-            ))));
-        }
-    };
+    let protection = Protection::parse(&protection)
+        .map_err(|message| StoreError::Corrupt(format!("key {key_id:?}: {message}")))?;
     let Some(usage) = KeyUsage::new(row.get(4)?, row.get(5)?) else {
-        return Ok(Err(StoreError::Corrupt(format!(
+        return Err(StoreError::Corrupt(format!(
             "key {key_id:?} has an empty usage"
-        ))));
+        )));
     };
-    Ok(Ok(KeyInfo {
+    Ok(KeyInfo {
         domain_id: row.get(0)?,
         key_id,
         name: row.get(2)?,
@@ -652,7 +731,7 @@ fn key_from_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<Result<KeyInfo, Sto
         policy: row.get(12)?,
         created_at: row.get(13)?,
         learn_binding: row.get(14)?,
-    }))
+    })
 }
 
 fn domain_status_text(status: DomainStatus) -> &'static str {
@@ -663,17 +742,17 @@ fn domain_status_text(status: DomainStatus) -> &'static str {
 }
 
 /// Inserts a domain row.
-fn insert_domain(tx: &Connection, domain: &Domain) -> Result<(), StoreError> {
+fn insert_domain(tx: &impl Sql, domain: &Domain) -> Result<(), StoreError> {
     tx.execute(
         "INSERT INTO domains (id, display_name, uri_prefix, status, quota_rps, policy, created_at)
          VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
         params![
-            domain.id,
-            domain.display_name,
-            domain.uri_prefix,
+            &domain.id,
+            &domain.display_name,
+            &domain.uri_prefix,
             domain_status_text(domain.status),
             domain.quota_rps,
-            domain.policy,
+            domain.policy.as_deref(),
             domain.created_at
         ],
     )?;
@@ -682,7 +761,7 @@ fn insert_domain(tx: &Connection, domain: &Domain) -> Result<(), StoreError> {
 
 /// Inserts a key row; `status_before_deletion` is set only for a key pending deletion.
 fn insert_key(
-    tx: &Connection,
+    tx: &impl Sql,
     info: &KeyInfo,
     status_before_deletion: Option<KeyStatus>,
 ) -> Result<(), StoreError> {
@@ -692,20 +771,20 @@ fn insert_key(
              rotation_period_secs, deletion_at, policy, created_at, learn_binding)
          VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16)",
         params![
-            info.domain_id,
-            info.key_id,
-            info.name,
-            info.description,
+            &info.domain_id,
+            &info.key_id,
+            &info.name,
+            &info.description,
             info.usage.encrypt(),
             info.usage.decrypt(),
             info.status.as_str(),
             status_before_deletion.map(KeyStatus::as_str),
             info.protection.as_str(),
             info.primary_version,
-            info.bound_kms_key_arn,
+            info.bound_kms_key_arn.as_deref(),
             info.rotation_period_secs,
             info.deletion_at,
-            info.policy,
+            info.policy.as_deref(),
             info.created_at,
             info.learn_binding
         ],
@@ -715,7 +794,7 @@ fn insert_key(
 
 /// Inserts a version row.
 fn insert_version(
-    tx: &Connection,
+    tx: &impl Sql,
     domain_id: &str,
     key_id: &str,
     version: &StoredVersion,
@@ -744,30 +823,28 @@ fn insert_version(
 
 /// Reads a version from a row of `version, state, wrapped_material, hsm_label, created_at`
 /// starting at column 2.
-fn version_from_row(
-    row: &rusqlite::Row<'_>,
-) -> rusqlite::Result<Result<StoredVersion, StoreError>> {
+fn version_from_row(row: &Row) -> Result<StoredVersion, StoreError> {
     let number: u32 = row.get(2)?;
     let state: String = row.get(3)?;
     let Some(state) = VersionState::parse(&state) else {
-        return Ok(Err(StoreError::Corrupt(format!(
+        return Err(StoreError::Corrupt(format!(
             "version {number} has state {state:?}"
-        ))));
+        )));
     };
-    let material = match (state, row.get::<_, Option<Vec<u8>>>(4)?, row.get(5)?) {
+    let material = match (state, row.get::<Option<Vec<u8>>>(4)?, row.get(5)?) {
         (VersionState::Destroyed, _, _) => StoredMaterial::Destroyed,
         (_, Some(wrapped), None) => StoredMaterial::Wrapped(wrapped),
         (_, None, Some(label)) => StoredMaterial::Hsm(label),
         _ => {
-            return Ok(Err(StoreError::Corrupt(format!(
+            return Err(StoreError::Corrupt(format!(
                 "version {number} needs exactly one of wrapped material and an HSM label"
-            ))));
+            )));
         }
     };
-    Ok(Ok(StoredVersion {
+    Ok(StoredVersion {
         version: number,
         state,
         material,
         created_at: row.get(6)?,
-    }))
+    })
 }
