@@ -18,7 +18,7 @@ pub fn open(data: &[u8]) -> Result<Contents, BackupError> {
     backup::open(data, &KeySource::KeyFile(Zeroizing::new(KEY_FILE)))
 }
 
-/// The target for whole backup files.
+/// Runs the target on one whole backup file.
 pub fn run_file(data: &[u8]) {
     match open(data) {
         Ok(contents) => {
@@ -31,7 +31,7 @@ pub fn run_file(data: &[u8]) {
     }
 }
 
-/// The target for decrypted payloads.
+/// Runs the target on one decrypted payload.
 pub fn run_payload(data: &[u8]) {
     if let Err(error) = backup::check_payload(data) {
         let _ = error.to_string();

@@ -12,8 +12,8 @@ use super::xks_body::check_error;
 /// AAD of the request the metadata is framed with.
 const AAD: &[u8] = b"aad";
 
-/// The target. The input is the field's text as sent in the JSON body; its raw bytes are
-/// also checked as decoded metadata, so that bytes base64 cannot reach get tried too.
+/// Runs the target on the field's text as sent in the JSON body. The raw bytes are also
+/// checked as decoded metadata, because base64 text cannot reach every byte sequence.
 pub fn run(data: &[u8]) {
     check_decoded(data);
     if let Ok(text) = std::str::from_utf8(data) {

@@ -15,7 +15,7 @@ pub fn parse(data: &[u8]) -> Option<Result<Settings, keyhold::config::ConfigErro
     Some(Settings::parse(Path::new(DATA_DIR), text))
 }
 
-/// The target.
+/// Runs the target on one file.
 pub fn run(data: &[u8]) {
     match parse(data) {
         Some(Ok(settings)) => check_settings(&settings),

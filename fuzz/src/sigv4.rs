@@ -53,8 +53,8 @@ impl Request<'_> {
     }
 }
 
-/// Parses a complete HTTP/1.1 request head followed by the body; `None` when the head is
-/// incomplete or invalid, or has a header that hyper would reject.
+/// Parses a complete HTTP/1.1 request head followed by the body. Returns `None` when the head
+/// is incomplete or invalid, or has a header that hyper would reject.
 pub fn parse(data: &[u8]) -> Option<Request<'_>> {
     let mut raw_headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
     let mut head = httparse::Request::new(&mut raw_headers);
@@ -105,7 +105,7 @@ fn verify_at(parts: &RequestParts<'_>, now: SystemTime) -> Result<Authorization,
     )
 }
 
-/// The target.
+/// Runs the target on one raw request.
 pub fn run(data: &[u8]) {
     let Some(request) = parse(data) else {
         return;

@@ -23,7 +23,7 @@ pub fn valid_operations(data: &[u8]) -> Vec<Operation> {
         .collect()
 }
 
-/// The target.
+/// Runs the target on one request body.
 pub fn run(data: &[u8]) {
     for operation in OPERATIONS {
         check(data, operation);

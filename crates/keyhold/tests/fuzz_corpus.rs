@@ -1,5 +1,5 @@
 //! Replays every file of the fuzz corpus and of the fuzz regressions through its target, so
-//! that an input that once crashed stays a test after its fix, and checks that the seeds still
+//! that an input that once crashed stays a test after its fix. Also checks that the seeds still
 //! reach the code behind each parser's first checks.
 //!
 //! The targets are the source files of the `fuzz/` crate, compiled into this test, because that
