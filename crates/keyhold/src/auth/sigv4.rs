@@ -432,7 +432,8 @@ pub fn format_amz_date(unix_secs: i64) -> String {
 /// Parses `YYYYMMDDTHHMMSSZ` into Unix seconds.
 pub fn parse_amz_date(value: &str) -> Option<i64> {
     let bytes = value.as_bytes();
-    if bytes.len() != 16 || bytes[8] != b'T' || bytes[15] != b'Z' {
+    // ASCII only, so that the fields below are sliced on character boundaries.
+    if bytes.len() != 16 || !value.is_ascii() || bytes[8] != b'T' || bytes[15] != b'Z' {
         return None;
     }
     let number = |range: std::ops::Range<usize>| -> Option<i64> {

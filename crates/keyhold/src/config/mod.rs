@@ -376,7 +376,18 @@ impl Settings {
             path: path.clone(),
             source,
         })?;
-        let file: ConfigFile = toml::from_str(&text).map_err(|error| ConfigError::Parse {
+        Self::parse(data_dir, &text)
+    }
+
+    /// Parses and validates the text of `keyhold.toml` as [`Settings::load`] does, without
+    /// reading the file. Paths resolve against `data_dir`, and errors name the file in it.
+    ///
+    /// # Errors
+    ///
+    /// Returns [`ConfigError::Parse`] or [`ConfigError::Invalid`] naming the problem.
+    pub fn parse(data_dir: &Path, text: &str) -> Result<Self, ConfigError> {
+        let path = data_dir.join(CONFIG_FILE_NAME);
+        let file: ConfigFile = toml::from_str(text).map_err(|error| ConfigError::Parse {
             path: path.clone(),
             message: error.to_string(),
         })?;

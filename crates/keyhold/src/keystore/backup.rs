@@ -296,6 +296,19 @@ pub fn open(file: &[u8], source: &KeySource) -> Result<Contents, BackupError> {
     })
 }
 
+/// Decodes and checks a decrypted backup payload: the steps of [`open`] after authentication.
+///
+/// Fuzz targets call this, because a changed file fails authentication in [`open`] and so
+/// never reaches these steps.
+///
+/// # Errors
+///
+/// Returns [`BackupError::Malformed`] for an invalid payload.
+pub fn check_payload(plaintext: &[u8]) -> Result<(), BackupError> {
+    let (manifest, secrets) = manifest::decode(plaintext)?;
+    manifest::validate(&manifest, &secrets)
+}
+
 impl Contents {
     /// Counts of what the backup contains.
     pub fn summary(&self) -> Summary {

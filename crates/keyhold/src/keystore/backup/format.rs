@@ -203,7 +203,8 @@ impl Header {
         }
         if found < header.sealed_len {
             return Err(BackupError::Truncated {
-                expected: HEADER_LEN as u64 + header.sealed_len,
+                // A changed length field can be close to u64::MAX.
+                expected: (HEADER_LEN as u64).saturating_add(header.sealed_len),
                 found: file.len() as u64,
             });
         }
