@@ -36,6 +36,38 @@ impl HealthStatus {
             Self::Unavailable => "UNAVAILABLE",
         }
     }
+
+    /// Parses an XKS `healthStatus` string, or returns `None` for any other text.
+    pub fn parse(text: &str) -> Option<Self> {
+        match text {
+            "ACTIVE" => Some(Self::Active),
+            "DEGRADED" => Some(Self::Degraded),
+            "UNAVAILABLE" => Some(Self::Unavailable),
+            _ => None,
+        }
+    }
+}
+
+/// How often a node records its heartbeat in the store.
+pub const HEARTBEAT_INTERVAL: Duration = Duration::from_secs(1);
+
+/// Maximum age of a node's last heartbeat for health responses to list it. Five heartbeat
+/// intervals let a node miss a few beats, for example during a database failover, before it
+/// leaves the fleet list.
+pub const NODE_LIVENESS: Duration = Duration::from_secs(5);
+
+/// Maximum number of `ekmFleetDetails` entries: the XKS API allows 1 to 10.
+pub const MAX_FLEET_DETAILS: usize = 10;
+
+/// Another live node of the fleet, as its last heartbeat recorded it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Peer {
+    /// Node id.
+    pub id: String,
+    /// Model string the node reported.
+    pub model: String,
+    /// Health status the node reported.
+    pub status: HealthStatus,
 }
 
 /// Facts about this node that health reports carry.
@@ -50,11 +82,12 @@ pub struct NodeInfo {
 /// Response data of GetHealthStatus.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct HealthReport {
-    /// Number of proxy instances.
+    /// Number of live proxy instances, this node included.
     pub fleet_size: u32,
     /// `xksProxyModel`.
     pub proxy_model: String,
-    /// One entry per key manager instance: id, model and status.
+    /// One entry per key manager instance, this node first and at most
+    /// [`MAX_FLEET_DETAILS`]: id, model and status.
     pub nodes: Vec<(String, String, HealthStatus)>,
 }
 
@@ -122,7 +155,8 @@ pub fn node_status(check: &CheckResult, storage_current: bool, hsm_keys: bool) -
     }
 }
 
-/// Builds the health report for a domain's health request.
+/// Builds the health report for a domain's health request. `peers` are the other live nodes
+/// from the last heartbeat round; this node comes first with its current status.
 ///
 /// # Errors
 ///
@@ -132,15 +166,25 @@ pub fn health(
     node: &NodeInfo,
     check: &CheckResult,
     storage_current: bool,
+    peers: &[Peer],
 ) -> Result<HealthReport, ServiceError> {
     if domain.domain.status == DomainStatus::Disabled {
         return Err(ServiceError::DomainDisabled(domain.domain.id.clone()));
     }
     let status = node_status(check, storage_current, domain.hsm_key_count() > 0);
+    let mut nodes = vec![(node.id.clone(), node.model.clone(), status)];
+    let others = peers.iter().filter(|peer| peer.id != node.id);
+    nodes.extend(
+        others
+            .clone()
+            .take(MAX_FLEET_DETAILS - 1)
+            .map(|peer| (peer.id.clone(), peer.model.clone(), peer.status)),
+    );
+    let fleet_size = u32::try_from(others.count() + 1).unwrap_or(u32::MAX);
     Ok(HealthReport {
-        fleet_size: 1,
+        fleet_size,
         proxy_model: format!("{VENDOR} {}", env!("CARGO_PKG_VERSION")),
-        nodes: vec![(node.id.clone(), node.model.clone(), status)],
+        nodes,
     })
 }
 
