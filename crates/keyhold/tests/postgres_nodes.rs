@@ -267,6 +267,22 @@ fn health_lists_live_fleet() {
         );
         assert_eq!(health["xksProxyFleetSize"], 2, "{health}");
     }
+
+    // Without the database a node keeps its last fleet list and reports itself DEGRADED.
+    postgres.stop();
+    let degraded = wait_for(FLEET_LEAVE_LIMIT, || {
+        let health = fleet_health(&servers[0], &credential);
+        (health["ekmFleetDetails"][0]["healthStatus"] == "DEGRADED").then_some(health)
+    });
+    let (health, _) = degraded.unwrap_or_else(|| {
+        panic!(
+            "node 1 is not DEGRADED without the database: {}",
+            fleet_health(&servers[0], &credential)
+        )
+    });
+    assert_eq!(sorted_ids(&health), ids[..2], "{health}");
+    assert_eq!(health["xksProxyFleetSize"], 2, "{health}");
+    assert_eq!(health["ekmFleetDetails"][1]["id"], "node-2", "{health}");
 }
 
 #[test]
