@@ -263,14 +263,16 @@ fn record_heartbeat(state: &XksState, key_store: &mut KeyStore) {
     let now = crate::keystore::unix_now_millis();
     let now = i64::try_from(now).unwrap_or(i64::MAX);
     let max_age = i64::try_from(health::NODE_LIVENESS.as_millis()).unwrap_or(i64::MAX);
+
     let store = key_store.store_mut();
     if let Err(error) =
         store.record_heartbeat(&state.node.id, &state.node.model, status.as_str(), now)
     {
-        // The revision read reports an unreadable store; this keeps repeats out of the log.
+        // Logged at debug only, because the revision read already logs an unreadable store.
         tracing::debug!(%error, "cannot record the heartbeat");
         return;
     }
+
     let rows = match store.live_nodes(max_age, now) {
         Ok(rows) => rows,
         Err(error) => {
@@ -278,12 +280,18 @@ fn record_heartbeat(state: &XksState, key_store: &mut KeyStore) {
             return;
         }
     };
+
+    // This node is not a peer: the health response adds it first with its current status.
     let peers = rows
         .into_iter()
         .filter(|row| row.node_id != state.node.id)
         .filter_map(|row| {
             let Some(status) = health::HealthStatus::parse(&row.health_status) else {
-                tracing::warn!(node = %row.node_id, status = %row.health_status, "node heartbeat has an unknown health status");
+                tracing::warn!(
+                    node = %row.node_id,
+                    status = %row.health_status,
+                    "skipped a node heartbeat with an unknown health status"
+                );
                 return None;
             };
             Some(health::Peer {

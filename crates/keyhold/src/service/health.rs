@@ -172,6 +172,21 @@ pub fn health(
         return Err(ServiceError::DomainDisabled(domain.domain.id.clone()));
     }
     let status = node_status(check, storage_current, domain.hsm_key_count() > 0);
+    let (fleet_size, nodes) = fleet_details(node, status, peers);
+    Ok(HealthReport {
+        fleet_size,
+        proxy_model: format!("{VENDOR} {}", env!("CARGO_PKG_VERSION")),
+        nodes,
+    })
+}
+
+/// Counts the live nodes and lists at most [`MAX_FLEET_DETAILS`] of them, this node first
+/// with `status`. A peer with this node's id is skipped, so the node is never counted twice.
+fn fleet_details(
+    node: &NodeInfo,
+    status: HealthStatus,
+    peers: &[Peer],
+) -> (u32, Vec<(String, String, HealthStatus)>) {
     let mut nodes = vec![(node.id.clone(), node.model.clone(), status)];
     let others = peers.iter().filter(|peer| peer.id != node.id);
     nodes.extend(
@@ -181,11 +196,7 @@ pub fn health(
             .map(|peer| (peer.id.clone(), peer.model.clone(), peer.status)),
     );
     let fleet_size = u32::try_from(others.count() + 1).unwrap_or(u32::MAX);
-    Ok(HealthReport {
-        fleet_size,
-        proxy_model: format!("{VENDOR} {}", env!("CARGO_PKG_VERSION")),
-        nodes,
-    })
+    (fleet_size, nodes)
 }
 
 /// Encrypts and decrypts 32 random bytes with the HSM health key.
@@ -244,6 +255,52 @@ mod tests {
             software: outcome(software),
             hsm: hsm.map(outcome),
         }
+    }
+
+    #[test]
+    fn fleet_lists_this_node_first() {
+        let node = NodeInfo {
+            id: "node-05".to_owned(),
+            model: "this model".to_owned(),
+        };
+        let peers: Vec<Peer> = (0..12)
+            .map(|index| Peer {
+                id: format!("node-{index:02}"),
+                model: "peer model".to_owned(),
+                status: HealthStatus::Degraded,
+            })
+            .collect();
+
+        let (size, nodes) = fleet_details(&node, HealthStatus::Active, &peers);
+        assert_eq!(size, 12);
+        assert_eq!(nodes.len(), MAX_FLEET_DETAILS);
+        assert_eq!(nodes[0].0, "node-05");
+        assert_eq!(nodes[0].2, HealthStatus::Active);
+        assert_eq!(nodes[1].0, "node-00");
+        assert!(nodes[1..].iter().all(|entry| entry.0 != "node-05"));
+
+        let (alone, nodes) = fleet_details(&node, HealthStatus::Degraded, &[]);
+        assert_eq!(alone, 1);
+        assert_eq!(
+            nodes,
+            [(
+                "node-05".to_owned(),
+                "this model".to_owned(),
+                HealthStatus::Degraded
+            )]
+        );
+    }
+
+    #[test]
+    fn status_parses_its_strings() {
+        for status in [
+            HealthStatus::Active,
+            HealthStatus::Degraded,
+            HealthStatus::Unavailable,
+        ] {
+            assert_eq!(HealthStatus::parse(status.as_str()), Some(status));
+        }
+        assert_eq!(HealthStatus::parse("active"), None);
     }
 
     #[test]
