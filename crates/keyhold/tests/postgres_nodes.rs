@@ -1,7 +1,7 @@
-//! Keyhold nodes sharing one PostgreSQL database: the CLI on either node's data directory
-//! changes what every server serves, ciphertexts from one node decrypt on the other, the
-//! store's rules hold through the CLI, health responses list the live nodes, and clients that
-//! retry on another node ride out the loss of one.
+//! Keyhold nodes sharing one PostgreSQL database. The CLI on any node's data directory changes
+//! what every server serves, ciphertexts from one node decrypt on another, and the store's
+//! rules hold through the CLI. Health responses list the live nodes, and clients that retry on
+//! another node ride out the loss of one.
 
 mod common;
 
