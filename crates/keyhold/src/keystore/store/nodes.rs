@@ -131,6 +131,27 @@ mod tests {
     }
 
     #[test]
+    fn version_2_database_gains_nodes_table() {
+        let dir = tempfile::tempdir().expect("temporary directory");
+        let path = dir.path().join("store.db");
+        drop(Store::open(&path).expect("create store"));
+        let conn = rusqlite::Connection::open(&path).expect("open database");
+        conn.execute_batch("DROP TABLE nodes; UPDATE meta SET schema_version = 2;")
+            .expect("turn the database back into version 2");
+        drop(conn);
+
+        let mut store = Store::open(&path).expect("migrate store");
+        store
+            .record_heartbeat("node-a", "model a", "ACTIVE", 1_000)
+            .expect("heartbeat after migration");
+        let conn = rusqlite::Connection::open(&path).expect("open database");
+        let version: i64 = conn
+            .query_row("SELECT schema_version FROM meta", [], |row| row.get(0))
+            .expect("schema version");
+        assert_eq!(version, 3);
+    }
+
+    #[test]
     fn heartbeat_keeps_revision() {
         let dir = tempfile::tempdir().expect("temporary directory");
         let mut store = Store::open(&dir.path().join("store.db")).expect("open store");
