@@ -381,6 +381,33 @@ fn clients_ride_out_node_loss() {
 }
 
 #[test]
+fn postgres_schema_migrates_from_version_2() {
+    let postgres = Postgres::start();
+    let database = postgres.create_database();
+    let data = node(&postgres, &database, "node-1", None);
+    data.create_domain("acme", &[]);
+    let mut config: postgres::Config = postgres.url(OWNER, &database).parse().expect("url");
+    config.password(PASSWORD);
+    let mut owner = config.connect(postgres::NoTls).expect("connect as owner");
+    owner
+        .batch_execute("DROP TABLE nodes; UPDATE meta SET schema_version = 2")
+        .expect("turn the schema back into version 2");
+
+    // Any command that opens the store migrates it.
+    data.run_ok(&["key", "list", "acme"]);
+    let version: i64 = owner
+        .query_one("SELECT schema_version FROM meta", &[])
+        .expect("schema version")
+        .get(0);
+    assert_eq!(version, 3);
+    let has_nodes: bool = owner
+        .query_one("SELECT to_regclass('nodes') IS NOT NULL", &[])
+        .expect("look up the nodes table")
+        .get(0);
+    assert!(has_nodes, "the migration did not create the nodes table");
+}
+
+#[test]
 fn backup_moves_between_sqlite_and_postgres() {
     let postgres = Postgres::start();
     let sqlite = DataDir::init();
