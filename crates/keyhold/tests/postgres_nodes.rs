@@ -170,8 +170,8 @@ fn three_nodes_enforce_changes_within_a_second() {
         encrypted(server, &credential, "k1");
     }
 
-    // Each delay runs from the moment the CLI command returned to the first request that a
-    // node answered under the new state.
+    // Each delay runs from the moment the CLI command returned to the first response that
+    // shows the change on a node.
     first.run_ok(&["key", "disable", "acme", "k1"]);
     let key_disable = worst_delay(&servers, |server| {
         encrypt(server, &credential, "k1").status == 400

@@ -156,7 +156,7 @@ pub fn node_status(check: &CheckResult, storage_current: bool, hsm_keys: bool) -
 }
 
 /// Builds the health report for a domain's health request. `peers` are the other live nodes
-/// from the last heartbeat round; this node comes first with its current status.
+/// from the last heartbeat round, and this node comes first with its current status.
 ///
 /// # Errors
 ///
