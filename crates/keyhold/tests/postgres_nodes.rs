@@ -1,16 +1,20 @@
-//! Two Keyhold nodes sharing one PostgreSQL database: the CLI on either node's data directory
-//! changes what both servers serve, ciphertexts from one node decrypt on the other, and the
-//! store's rules hold through the CLI.
+//! Keyhold nodes sharing one PostgreSQL database. The CLI on any node's data directory changes
+//! what every server serves, ciphertexts from one node decrypt on another, and the store's
+//! rules hold through the CLI. Health responses list the live nodes, and clients that retry on
+//! another node ride out the loss of one.
 
 mod common;
 
 use std::os::unix::fs::PermissionsExt as _;
 use std::path::Path;
-use std::time::Duration;
+use std::process::Command;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
 
 use common::postgres_server::{OWNER, PASSWORD, Postgres};
 use common::{
-    Credential, DataDir, HttpResponse, Server, decrypt_request, encrypt_request, unb64, wait_for,
+    Credential, DataDir, HttpResponse, Server, decrypt_request, encrypt_request, health_request,
+    sigv4_args, unb64, wait_for,
 };
 use serde_json::Value;
 
@@ -149,6 +153,260 @@ fn two_nodes_share_one_postgres_database() {
     }
 }
 
+/// How long a killed node may stay in the others' fleet lists: its last heartbeat must age past
+/// the server's five-second liveness limit, and the others refresh their lists once a second.
+const FLEET_LEAVE_LIMIT: Duration = Duration::from_secs(10);
+
+#[test]
+fn three_nodes_enforce_changes_within_a_second() {
+    let postgres = Postgres::start();
+    let data = three_nodes(&postgres);
+    let first = &data[0];
+    first.create_domain("acme", &[]);
+    let credential = first.create_credential("acme");
+    first.create_key("acme", "k1", &[]);
+    let servers: Vec<Server> = data.iter().map(Server::start).collect();
+    for server in &servers {
+        encrypted(server, &credential, "k1");
+    }
+
+    // Each delay runs from the moment the CLI command returned to the first response that
+    // shows the change on a node.
+    first.run_ok(&["key", "disable", "acme", "k1"]);
+    let key_disable = worst_delay(&servers, |server| {
+        encrypt(server, &credential, "k1").status == 400
+    });
+    first.run_ok(&["key", "enable", "acme", "k1"]);
+    worst_delay(&servers, |server| {
+        encrypt(server, &credential, "k1").status == 200
+    });
+
+    first.run_ok(&["domain", "disable", "acme"]);
+    let kill_switch = worst_delay(&servers, |server| {
+        encrypt(server, &credential, "k1").status == 400
+    });
+    first.run_ok(&["domain", "enable", "acme"]);
+    worst_delay(&servers, |server| {
+        encrypt(server, &credential, "k1").status == 200
+    });
+
+    first.run_ok(&["credential", "revoke", "acme", &credential.access_key_id]);
+    let revocation = worst_delay(&servers, |server| {
+        encrypt(server, &credential, "k1").status == 401
+    });
+
+    eprintln!(
+        "worst delay over 3 nodes: key disable {key_disable:?}, domain kill switch \
+         {kill_switch:?}, credential revocation {revocation:?}"
+    );
+    for (change, delay) in [
+        ("key disable", key_disable),
+        ("domain kill switch", kill_switch),
+        ("credential revocation", revocation),
+    ] {
+        assert!(
+            delay <= PROPAGATION_LIMIT,
+            "{change} took {delay:?} to reach every node"
+        );
+    }
+}
+
+#[test]
+fn health_lists_live_fleet() {
+    let postgres = Postgres::start();
+    let data = three_nodes(&postgres);
+    data[0].create_domain("acme", &[]);
+    let credential = data[0].create_credential("acme");
+    let mut servers: Vec<Server> = data.iter().map(Server::start).collect();
+    let ids = ["node-1", "node-2", "node-3"];
+
+    for (index, server) in servers.iter().enumerate() {
+        let listed = wait_for(FLEET_LEAVE_LIMIT, || {
+            let health = fleet_health(server, &credential);
+            (sorted_ids(&health) == ids).then_some(health)
+        });
+        let (health, delay) = listed.unwrap_or_else(|| {
+            panic!(
+                "node {} does not list three nodes: {}",
+                index + 1,
+                fleet_health(server, &credential)
+            )
+        });
+        eprintln!("node {} listed three nodes after {delay:?}", index + 1);
+        assert_eq!(health["xksProxyFleetSize"], 3, "{health}");
+        assert_eq!(health["ekmFleetDetails"][0]["id"], ids[index], "{health}");
+        for member in health["ekmFleetDetails"].as_array().into_iter().flatten() {
+            assert_eq!(member["healthStatus"], "ACTIVE", "{health}");
+            assert!(
+                member["model"]
+                    .as_str()
+                    .is_some_and(|model| model.contains("Keyhold")),
+                "{health}"
+            );
+        }
+    }
+
+    let killed_at = Instant::now();
+    kill(&servers.remove(2));
+    for (index, server) in servers.iter().enumerate() {
+        let left = wait_for(FLEET_LEAVE_LIMIT, || {
+            let health = fleet_health(server, &credential);
+            (sorted_ids(&health) == ids[..2]).then_some(health)
+        });
+        let (health, _) = left.unwrap_or_else(|| {
+            panic!(
+                "node {} still lists the killed node: {}",
+                index + 1,
+                fleet_health(server, &credential)
+            )
+        });
+        eprintln!(
+            "node {} listed two nodes {:?} after the SIGKILL",
+            index + 1,
+            killed_at.elapsed()
+        );
+        assert_eq!(health["xksProxyFleetSize"], 2, "{health}");
+    }
+
+    // Without the database a node keeps its last fleet list and reports itself DEGRADED.
+    postgres.stop();
+    let degraded = wait_for(FLEET_LEAVE_LIMIT, || {
+        let health = fleet_health(&servers[0], &credential);
+        (health["ekmFleetDetails"][0]["healthStatus"] == "DEGRADED").then_some(health)
+    });
+    let (health, _) = degraded.unwrap_or_else(|| {
+        panic!(
+            "node 1 is not DEGRADED without the database: {}",
+            fleet_health(&servers[0], &credential)
+        )
+    });
+    assert_eq!(sorted_ids(&health), ids[..2], "{health}");
+    assert_eq!(health["xksProxyFleetSize"], 2, "{health}");
+    assert_eq!(health["ekmFleetDetails"][1]["id"], "node-2", "{health}");
+}
+
+#[test]
+fn clients_ride_out_node_loss() {
+    const CLIENTS: usize = 3;
+    const REQUESTS_PER_CLIENT: usize = 60;
+    const LOAD_LIMIT: Duration = Duration::from_secs(60);
+    // The node dies once this many requests were sent, well before the load ends.
+    const KILL_AFTER: usize = 40;
+
+    let postgres = Postgres::start();
+    let data = three_nodes(&postgres);
+    data[0].create_domain("acme", &[]);
+    let credential = data[0].create_credential("acme");
+    data[0].create_key("acme", "k1", &[]);
+    let servers: Vec<Server> = data.iter().map(Server::start).collect();
+
+    let sent = AtomicUsize::new(0);
+    let retried = AtomicUsize::new(0);
+    let failed = AtomicUsize::new(0);
+    let killed = AtomicBool::new(false);
+    let started = Instant::now();
+    let body = encrypt_request(b"data key", None).to_string();
+    let path = credential.path("/keys/k1/encrypt");
+    std::thread::scope(|scope| {
+        for client in 0..CLIENTS {
+            let (servers, sent, retried, failed) = (&servers, &sent, &retried, &failed);
+            let (body, path, credential) = (&body, &path, &credential);
+            scope.spawn(move || {
+                for request in 0..REQUESTS_PER_CLIENT {
+                    if started.elapsed() > LOAD_LIMIT {
+                        break;
+                    }
+                    let target = (client + request) % servers.len();
+                    sent.fetch_add(1, Ordering::Relaxed);
+                    if post_succeeds(&servers[target], credential, path, body) {
+                        continue;
+                    }
+                    retried.fetch_add(1, Ordering::Relaxed);
+                    let other = (target + 1) % servers.len();
+                    if !post_succeeds(&servers[other], credential, path, body) {
+                        failed.fetch_add(1, Ordering::Relaxed);
+                    }
+                }
+            });
+        }
+        let killed = &killed;
+        let (servers, sent) = (&servers, &sent);
+        scope.spawn(move || {
+            while sent.load(Ordering::Relaxed) < KILL_AFTER && started.elapsed() < LOAD_LIMIT {
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            kill(&servers[2]);
+            killed.store(true, Ordering::Relaxed);
+        });
+    });
+    let (sent, retried, failed) = (sent.into_inner(), retried.into_inner(), failed.into_inner());
+    eprintln!(
+        "{CLIENTS} clients, node 3 killed after {KILL_AFTER} requests: {sent} requests sent, \
+         {retried} retried on another node, {failed} failed, in {:?}",
+        started.elapsed()
+    );
+    assert!(killed.into_inner(), "node 3 was not killed");
+    assert_eq!(
+        sent,
+        CLIENTS * REQUESTS_PER_CLIENT,
+        "the load hit its time limit"
+    );
+    assert!(retried > 0, "no request reached the killed node");
+    assert_eq!(failed, 0, "{failed} requests failed on two nodes");
+
+    // Once the killed node has left the fleet list, a restart brings it back into the others'
+    // lists, and it lists them.
+    let ids = ["node-1", "node-2", "node-3"];
+    let left = wait_for(FLEET_LEAVE_LIMIT, || {
+        (sorted_ids(&fleet_health(&servers[0], &credential)) == ids[..2]).then_some(())
+    });
+    assert!(
+        left.is_some(),
+        "node 1 still lists the killed node: {}",
+        fleet_health(&servers[0], &credential)
+    );
+    let restarted = Server::start(&data[2]);
+    for (name, server) in [("node 1", &servers[0]), ("node 3", &restarted)] {
+        let joined = wait_for(FLEET_LEAVE_LIMIT, || {
+            (sorted_ids(&fleet_health(server, &credential)) == ids).then_some(())
+        });
+        let ((), delay) = joined.unwrap_or_else(|| {
+            panic!(
+                "{name} does not list the restarted node: {}",
+                fleet_health(server, &credential)
+            )
+        });
+        eprintln!("{name} listed the restarted node after {delay:?}");
+    }
+}
+
+#[test]
+fn postgres_schema_migrates_from_version_2() {
+    let postgres = Postgres::start();
+    let database = postgres.create_database();
+    let data = node(&postgres, &database, "node-1", None);
+    data.create_domain("acme", &[]);
+    let mut config: postgres::Config = postgres.url(OWNER, &database).parse().expect("url");
+    config.password(PASSWORD);
+    let mut owner = config.connect(postgres::NoTls).expect("connect as owner");
+    owner
+        .batch_execute("DROP TABLE nodes; UPDATE meta SET schema_version = 2")
+        .expect("turn the schema back into version 2");
+
+    // Any command that opens the store migrates it.
+    data.run_ok(&["key", "list", "acme"]);
+    let version: i64 = owner
+        .query_one("SELECT schema_version FROM meta", &[])
+        .expect("schema version")
+        .get(0);
+    assert_eq!(version, 3);
+    let has_nodes: bool = owner
+        .query_one("SELECT to_regclass('nodes') IS NOT NULL", &[])
+        .expect("look up the nodes table")
+        .get(0);
+    assert!(has_nodes, "the migration did not create the nodes table");
+}
+
 #[test]
 fn backup_moves_between_sqlite_and_postgres() {
     let postgres = Postgres::start();
@@ -233,6 +491,83 @@ fn node_serves_from_cache_while_database_is_down() {
         (1..=2).contains(&warnings),
         "{warnings} warnings for one outage:\n{log}"
     );
+}
+
+/// Creates three nodes on one new database, sharing the first node's root key.
+fn three_nodes(postgres: &Postgres) -> Vec<DataDir> {
+    let database = postgres.create_database();
+    let first = node(postgres, &database, "node-1", None);
+    let second = node(postgres, &database, "node-2", Some(&first));
+    let third = node(postgres, &database, "node-3", Some(&first));
+    vec![first, second, third]
+}
+
+/// Polls every server at once until `enforced` holds on each, and returns the longest time a
+/// server took. Waits up to three times [`PROPAGATION_LIMIT`] before it panics, so a slow
+/// change still gets its delay printed before the caller checks the limit.
+fn worst_delay(servers: &[Server], enforced: impl Fn(&Server) -> bool + Sync) -> Duration {
+    let changed_at = Instant::now();
+    let enforced = &enforced;
+    std::thread::scope(|scope| {
+        let pollers: Vec<_> = servers
+            .iter()
+            .map(|server| {
+                scope.spawn(move || {
+                    while !enforced(server) {
+                        assert!(
+                            changed_at.elapsed() < 3 * PROPAGATION_LIMIT,
+                            "change not enforced by the server on port {}",
+                            server.port()
+                        );
+                        std::thread::sleep(Duration::from_millis(10));
+                    }
+                    changed_at.elapsed()
+                })
+            })
+            .collect();
+        pollers
+            .into_iter()
+            .map(|poller| poller.join().expect("poller thread"))
+            .max()
+            .unwrap_or_default()
+    })
+}
+
+/// Sends a GetHealthStatus request for the credential's domain and returns the response body.
+fn fleet_health(server: &Server, credential: &Credential) -> Value {
+    let response = server.post(credential, &credential.path("/health"), &health_request());
+    assert_eq!(response.status, 200, "health: {}", response.body);
+    response.json()
+}
+
+/// The `ekmFleetDetails` ids of a health response, sorted.
+fn sorted_ids(health: &Value) -> Vec<String> {
+    let mut ids: Vec<String> = health["ekmFleetDetails"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|member| member["id"].as_str().map(str::to_owned))
+        .collect();
+    ids.sort();
+    ids
+}
+
+/// Sends one signed POST and returns whether it got a 200. A refused or reset connection
+/// counts as a failure instead of panicking.
+fn post_succeeds(server: &Server, credential: &Credential, path: &str, body: &str) -> bool {
+    let mut args = sigv4_args(credential);
+    args.push(server.url(path));
+    let output = server.curl(&args, Some(body.as_bytes()));
+    output.exit.success() && output.status == 200
+}
+
+/// Kills the server process with SIGKILL, so it cannot deregister or finish requests.
+fn kill(server: &Server) {
+    let status = Command::new("kill")
+        .args(["-KILL", &server.pid().to_string()])
+        .status()
+        .expect("run kill");
+    assert!(status.success(), "kill -KILL {} failed", server.pid());
 }
 
 /// Returns the node's `/health` body.

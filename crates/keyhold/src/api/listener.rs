@@ -21,6 +21,7 @@ use super::{ConnectionInfo, XksState, handle, tls};
 use crate::audit::AuditRecord;
 use crate::keystore::KeyStore;
 use crate::keystore::snapshot::Snapshot;
+use crate::service::health;
 
 /// Maximum time a client may take to finish the TLS handshake.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
@@ -192,6 +193,7 @@ pub fn spawn_refresher(
         .spawn(move || {
             let mut reported_problems = state.snapshot.load().problems.clone();
             let mut next_scheduled_run = std::time::Instant::now();
+            let mut next_heartbeat = std::time::Instant::now();
             let mut audited_event = None;
             loop {
                 if let Err(error) = key_store.store().wait_for_change(REFRESH_INTERVAL) {
@@ -243,9 +245,63 @@ pub fn spawn_refresher(
                     }
                     Err(error) => mark_storage(&state, false, Some(&error)),
                 }
+                if std::time::Instant::now() >= next_heartbeat {
+                    record_heartbeat(&state, &mut key_store);
+                    next_heartbeat = std::time::Instant::now() + health::HEARTBEAT_INTERVAL;
+                }
             }
         })
         .map(drop)
+}
+
+/// Records this node's heartbeat with its current status, then reads the live nodes into
+/// [`XksState::peers`]. When the store cannot be written or read, the last list stays.
+fn record_heartbeat(state: &XksState, key_store: &mut KeyStore) {
+    let check = state.health.check(&state.snapshot.load());
+    let storage_current = state.storage_current.load(Ordering::Relaxed);
+    let status = health::node_status(&check, storage_current, false);
+    let now = crate::keystore::unix_now_millis();
+    let now = i64::try_from(now).unwrap_or(i64::MAX);
+    let max_age = i64::try_from(health::NODE_LIVENESS.as_millis()).unwrap_or(i64::MAX);
+
+    let store = key_store.store_mut();
+    if let Err(error) =
+        store.record_heartbeat(&state.node.id, &state.node.model, status.as_str(), now)
+    {
+        // Logged at debug only, because the revision read already logs an unreadable store.
+        tracing::debug!(%error, "cannot record the heartbeat");
+        return;
+    }
+
+    let rows = match store.live_nodes(max_age, now) {
+        Ok(rows) => rows,
+        Err(error) => {
+            tracing::debug!(%error, "cannot read the live nodes");
+            return;
+        }
+    };
+
+    // This node is not a peer: the health response adds it first with its current status.
+    let peers = rows
+        .into_iter()
+        .filter(|row| row.node_id != state.node.id)
+        .filter_map(|row| {
+            let Some(status) = health::HealthStatus::parse(&row.health_status) else {
+                tracing::warn!(
+                    node = %row.node_id,
+                    status = %row.health_status,
+                    "skipped a node heartbeat with an unknown health status"
+                );
+                return None;
+            };
+            Some(health::Peer {
+                id: row.node_id,
+                model: row.model,
+                status,
+            })
+        })
+        .collect::<Vec<_>>();
+    state.peers.store(Arc::new(peers));
 }
 
 /// Copies administrative actions recorded in the store into this node's audit log, then moves

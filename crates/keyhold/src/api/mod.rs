@@ -54,6 +54,9 @@ pub struct XksState {
     pub node: health::NodeInfo,
     /// False while the store cannot be read, so the snapshot may be stale.
     pub storage_current: AtomicBool,
+    /// The other live nodes as of the last heartbeat round, which the refresher replaces.
+    /// While the store cannot be read, it keeps the last list it read.
+    pub peers: ArcSwap<Vec<health::Peer>>,
     /// Accepted SigV4 regions; empty accepts any.
     pub allowed_regions: Vec<String>,
     /// Per-domain request quotas.
@@ -91,6 +94,7 @@ impl XksState {
             snapshot: ArcSwap::from_pointee(snapshot),
             node,
             storage_current: AtomicBool::new(true),
+            peers: ArcSwap::from_pointee(Vec::new()),
             allowed_regions,
             quotas: throttle::DomainQuotas::default(),
             health: health::HealthCache::default(),

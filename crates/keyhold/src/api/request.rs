@@ -114,8 +114,15 @@ impl XksRequest<'_> {
     fn health(&self) -> Result<Vec<u8>, XksError> {
         let storage_current = self.state.storage_current.load(Ordering::Relaxed);
         let check = self.state.health.check(self.snapshot);
-        let report = health::health(self.domain, &self.state.node, &check, storage_current)
-            .map_err(service_error)?;
+        let peers = self.state.peers.load();
+        let report = health::health(
+            self.domain,
+            &self.state.node,
+            &check,
+            storage_current,
+            &peers,
+        )
+        .map_err(service_error)?;
         to_json(&body::HealthResponse {
             xks_proxy_fleet_size: report.fleet_size,
             xks_proxy_vendor: health::VENDOR,

@@ -36,6 +36,38 @@ impl HealthStatus {
             Self::Unavailable => "UNAVAILABLE",
         }
     }
+
+    /// Parses an XKS `healthStatus` string, or returns `None` for any other text.
+    pub fn parse(text: &str) -> Option<Self> {
+        match text {
+            "ACTIVE" => Some(Self::Active),
+            "DEGRADED" => Some(Self::Degraded),
+            "UNAVAILABLE" => Some(Self::Unavailable),
+            _ => None,
+        }
+    }
+}
+
+/// How often a node records its heartbeat in the store.
+pub const HEARTBEAT_INTERVAL: Duration = Duration::from_secs(1);
+
+/// Maximum age of a node's last heartbeat for health responses to list it. Five heartbeat
+/// intervals let a node miss a few beats, for example during a database failover, before it
+/// leaves the fleet list.
+pub const NODE_LIVENESS: Duration = Duration::from_secs(5);
+
+/// Maximum number of `ekmFleetDetails` entries: the XKS API allows 1 to 10.
+pub const MAX_FLEET_DETAILS: usize = 10;
+
+/// Another live node of the fleet, as its last heartbeat recorded it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Peer {
+    /// Node id.
+    pub id: String,
+    /// Model string the node reported.
+    pub model: String,
+    /// Health status the node reported.
+    pub status: HealthStatus,
 }
 
 /// Facts about this node that health reports carry.
@@ -50,11 +82,12 @@ pub struct NodeInfo {
 /// Response data of GetHealthStatus.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct HealthReport {
-    /// Number of proxy instances.
+    /// Number of live proxy instances, this node included.
     pub fleet_size: u32,
     /// `xksProxyModel`.
     pub proxy_model: String,
-    /// One entry per key manager instance: id, model and status.
+    /// One entry per key manager instance, this node first and at most
+    /// [`MAX_FLEET_DETAILS`]: id, model and status.
     pub nodes: Vec<(String, String, HealthStatus)>,
 }
 
@@ -122,7 +155,8 @@ pub fn node_status(check: &CheckResult, storage_current: bool, hsm_keys: bool) -
     }
 }
 
-/// Builds the health report for a domain's health request.
+/// Builds the health report for a domain's health request. `peers` are the other live nodes
+/// from the last heartbeat round, and this node comes first with its current status.
 ///
 /// # Errors
 ///
@@ -132,16 +166,37 @@ pub fn health(
     node: &NodeInfo,
     check: &CheckResult,
     storage_current: bool,
+    peers: &[Peer],
 ) -> Result<HealthReport, ServiceError> {
     if domain.domain.status == DomainStatus::Disabled {
         return Err(ServiceError::DomainDisabled(domain.domain.id.clone()));
     }
     let status = node_status(check, storage_current, domain.hsm_key_count() > 0);
+    let (fleet_size, nodes) = fleet_details(node, status, peers);
     Ok(HealthReport {
-        fleet_size: 1,
+        fleet_size,
         proxy_model: format!("{VENDOR} {}", env!("CARGO_PKG_VERSION")),
-        nodes: vec![(node.id.clone(), node.model.clone(), status)],
+        nodes,
     })
+}
+
+/// Counts the live nodes and lists at most [`MAX_FLEET_DETAILS`] of them, this node first
+/// with `status`. A peer with this node's id is skipped, so the node is never counted twice.
+fn fleet_details(
+    node: &NodeInfo,
+    status: HealthStatus,
+    peers: &[Peer],
+) -> (u32, Vec<(String, String, HealthStatus)>) {
+    let mut nodes = vec![(node.id.clone(), node.model.clone(), status)];
+    let others = peers.iter().filter(|peer| peer.id != node.id);
+    nodes.extend(
+        others
+            .clone()
+            .take(MAX_FLEET_DETAILS - 1)
+            .map(|peer| (peer.id.clone(), peer.model.clone(), peer.status)),
+    );
+    let fleet_size = u32::try_from(others.count() + 1).unwrap_or(u32::MAX);
+    (fleet_size, nodes)
 }
 
 /// Encrypts and decrypts 32 random bytes with the HSM health key.
@@ -200,6 +255,52 @@ mod tests {
             software: outcome(software),
             hsm: hsm.map(outcome),
         }
+    }
+
+    #[test]
+    fn fleet_lists_this_node_first() {
+        let node = NodeInfo {
+            id: "node-05".to_owned(),
+            model: "this model".to_owned(),
+        };
+        let peers: Vec<Peer> = (0..12)
+            .map(|index| Peer {
+                id: format!("node-{index:02}"),
+                model: "peer model".to_owned(),
+                status: HealthStatus::Degraded,
+            })
+            .collect();
+
+        let (size, nodes) = fleet_details(&node, HealthStatus::Active, &peers);
+        assert_eq!(size, 12);
+        assert_eq!(nodes.len(), MAX_FLEET_DETAILS);
+        assert_eq!(nodes[0].0, "node-05");
+        assert_eq!(nodes[0].2, HealthStatus::Active);
+        assert_eq!(nodes[1].0, "node-00");
+        assert!(nodes[1..].iter().all(|entry| entry.0 != "node-05"));
+
+        let (alone, nodes) = fleet_details(&node, HealthStatus::Degraded, &[]);
+        assert_eq!(alone, 1);
+        assert_eq!(
+            nodes,
+            [(
+                "node-05".to_owned(),
+                "this model".to_owned(),
+                HealthStatus::Degraded
+            )]
+        );
+    }
+
+    #[test]
+    fn status_parses_its_strings() {
+        for status in [
+            HealthStatus::Active,
+            HealthStatus::Degraded,
+            HealthStatus::Unavailable,
+        ] {
+            assert_eq!(HealthStatus::parse(status.as_str()), Some(status));
+        }
+        assert_eq!(HealthStatus::parse("active"), None);
     }
 
     #[test]

@@ -13,6 +13,8 @@ pub mod backup;
 mod control;
 pub use control::{KeyStoreRow, PrincipalRow, RoleRow, TokenRow};
 mod lifecycle;
+mod nodes;
+pub use nodes::NodeRow;
 mod postgres;
 pub use postgres::{PASSWORD_ENV, PostgresTarget};
 mod sql;
@@ -28,7 +30,7 @@ use super::model::{
 };
 
 /// Schema version this build writes and reads.
-const SCHEMA_VERSION: i64 = 2;
+const SCHEMA_VERSION: i64 = 3;
 
 const SCHEMA_V1: &str = "
 CREATE TABLE meta (
@@ -628,9 +630,13 @@ fn migrate(conn: &mut rusqlite::Connection) -> Result<(), StoreError> {
         if found < 2 {
             tx.execute_batch(control::SCHEMA_V2)?;
         }
+        if found < 3 {
+            tx.execute_batch(nodes::SCHEMA_V3)?;
+        }
     } else {
         tx.execute_batch(SCHEMA_V1)?;
         tx.execute_batch(control::SCHEMA_V2)?;
+        tx.execute_batch(nodes::SCHEMA_V3)?;
     }
     tx.execute(
         "UPDATE meta SET schema_version = ?1 WHERE id = 1 AND schema_version < ?1",

@@ -191,9 +191,13 @@ pub(super) fn migrate(client: &mut postgres::Client) -> Result<(), StoreError> {
         if found < 2 {
             tx.batch_execute(SCHEMA_V2)?;
         }
+        if found < 3 {
+            tx.batch_execute(SCHEMA_V3)?;
+        }
     } else {
         tx.batch_execute(SCHEMA_V1)?;
         tx.batch_execute(SCHEMA_V2)?;
+        tx.batch_execute(SCHEMA_V3)?;
     }
     tx.execute(
         "UPDATE meta SET schema_version = $1 WHERE id = 1 AND schema_version < $1",
@@ -321,5 +325,16 @@ CREATE TABLE external_key_stores (
     account_id TEXT NOT NULL,
     created_at BIGINT NOT NULL,
     PRIMARY KEY (domain_id, name)
+);
+";
+
+/// Version 3: node heartbeats, as in SQLite. Times are Unix milliseconds from the database
+/// clock.
+const SCHEMA_V3: &str = "
+CREATE TABLE nodes (
+    node_id TEXT PRIMARY KEY,
+    model TEXT NOT NULL,
+    health_status TEXT NOT NULL CHECK (health_status IN ('ACTIVE', 'DEGRADED', 'UNAVAILABLE')),
+    heartbeat_at BIGINT NOT NULL
 );
 ";
