@@ -967,6 +967,21 @@ fn errors_have_stable_codes() {
             400,
             "invalid_request",
         ),
+        // An empty array must not pass for an object whose fields are all optional.
+        (
+            "POST",
+            "/v1/domains/acme/keys",
+            Some(json!([])),
+            400,
+            "invalid_request",
+        ),
+        (
+            "POST",
+            "/v1/domains/acme/keys",
+            Some(Value::Null),
+            400,
+            "invalid_request",
+        ),
         (
             "POST",
             "/v1/principals",

@@ -108,7 +108,16 @@ impl Call<'_> {
         } else {
             self.body
         };
-        serde_json::from_slice(text)
+        let value: serde_json::Value = serde_json::from_slice(text)
+            .map_err(|error| ApiError::invalid(format!("invalid JSON body: {error}")))?;
+        // serde also fills a struct from a JSON array of its fields, so an array would pass
+        // for an object with every field in order.
+        if !value.is_object() {
+            return Err(ApiError::invalid(
+                "invalid JSON body: expected an object, such as {\"keyId\": \"orders\"}",
+            ));
+        }
+        serde_json::from_value(value)
             .map_err(|error| ApiError::invalid(format!("invalid JSON body: {error}")))
     }
 }
