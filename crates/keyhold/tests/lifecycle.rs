@@ -6,8 +6,9 @@ mod common;
 use std::time::Duration;
 
 use common::{
-    Credential, DataDir, HttpResponse, Server, decrypt_request, encrypt_request, health_request,
-    key_metadata_request, unb64, wait_for,
+    Credential, DataDir, HttpResponse, Server, decrypt_with_key as decrypt, encrypt_request,
+    encrypt_with_key as encrypt, encrypted_with_key as encrypted, health_request,
+    key_metadata_request, metadata_version, unb64, wait_for,
 };
 use serde_json::Value;
 
@@ -36,43 +37,6 @@ fn setup() -> (DataDir, Credential) {
     let credential = data.create_credential("acme");
     data.create_key("acme", "k1", &[]);
     (data, credential)
-}
-
-fn encrypt(server: &Server, credential: &Credential, key_id: &str) -> HttpResponse {
-    let path = credential.path(&format!("/keys/{key_id}/encrypt"));
-    server.post(credential, &path, &encrypt_request(b"data key", None))
-}
-
-fn decrypt(
-    server: &Server,
-    credential: &Credential,
-    key_id: &str,
-    encrypted: &Value,
-) -> HttpResponse {
-    let path = credential.path(&format!("/keys/{key_id}/decrypt"));
-    server.post(credential, &path, &decrypt_request(encrypted, None))
-}
-
-fn encrypted(server: &Server, credential: &Credential, key_id: &str) -> Value {
-    let response = encrypt(server, credential, key_id);
-    assert_eq!(response.status, 200, "encrypt {key_id}: {}", response.body);
-    response.json()
-}
-
-/// The key version named in an encrypt response's `ciphertextMetadata`.
-fn metadata_version(encrypted: &Value) -> u32 {
-    let metadata = unb64(
-        encrypted["ciphertextMetadata"]
-            .as_str()
-            .expect("ciphertextMetadata"),
-        "ciphertextMetadata",
-    );
-    assert_eq!(
-        metadata.len(),
-        5,
-        "metadata is a format byte and a 32-bit version"
-    );
-    u32::from_be_bytes([metadata[1], metadata[2], metadata[3], metadata[4]])
 }
 
 fn assert_error(response: &HttpResponse, status: u16, name: &str, case: &str) {

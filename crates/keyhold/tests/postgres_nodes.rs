@@ -13,7 +13,8 @@ use std::time::{Duration, Instant};
 
 use common::postgres_server::{OWNER, PASSWORD, Postgres};
 use common::{
-    Credential, DataDir, HttpResponse, Server, decrypt_request, encrypt_request, health_request,
+    Credential, DataDir, Server, decrypt_with_key as decrypt, encrypt_request,
+    encrypt_with_key as encrypt, encrypted_with_key as encrypted, health_request, metadata_version,
     sigv4_args, unb64, wait_for,
 };
 use serde_json::Value;
@@ -634,38 +635,4 @@ fn key_status(data: &DataDir, key_id: &str) -> String {
         serde_json::from_str(&data.run_ok(&["key", "show", "acme", key_id, "--output", "json"]))
             .expect("key show JSON");
     key_json["status"].as_str().unwrap_or_default().to_owned()
-}
-
-fn encrypt(server: &Server, credential: &Credential, key_id: &str) -> HttpResponse {
-    let path = credential.path(&format!("/keys/{key_id}/encrypt"));
-    server.post(credential, &path, &encrypt_request(b"data key", None))
-}
-
-fn decrypt(
-    server: &Server,
-    credential: &Credential,
-    key_id: &str,
-    encrypted: &Value,
-) -> HttpResponse {
-    let path = credential.path(&format!("/keys/{key_id}/decrypt"));
-    server.post(credential, &path, &decrypt_request(encrypted, None))
-}
-
-fn encrypted(server: &Server, credential: &Credential, key_id: &str) -> Value {
-    let response = encrypt(server, credential, key_id);
-    assert_eq!(response.status, 200, "encrypt {key_id}: {}", response.body);
-    response.json()
-}
-
-/// The key version named in an encrypt response's `ciphertextMetadata`: a format byte, then
-/// the version as a big-endian 32-bit integer.
-fn metadata_version(encrypted: &Value) -> u32 {
-    let metadata = unb64(
-        encrypted["ciphertextMetadata"]
-            .as_str()
-            .expect("ciphertextMetadata"),
-        "ciphertextMetadata",
-    );
-    assert_eq!(metadata.len(), 5, "metadata: {metadata:?}");
-    u32::from_be_bytes([metadata[1], metadata[2], metadata[3], metadata[4]])
 }

@@ -935,3 +935,48 @@ pub(crate) fn assert_single_line(response: &HttpResponse, case: &str) {
         response.body
     );
 }
+
+// ---------------------------------------------------------------------------------------------
+// Encrypt and decrypt with one key, shared by the lifecycle and multi-node tests
+// ---------------------------------------------------------------------------------------------
+
+/// Encrypts `data key` with `key_id`.
+pub(crate) fn encrypt_with_key(
+    server: &Server,
+    credential: &Credential,
+    key_id: &str,
+) -> HttpResponse {
+    let path = credential.path(&format!("/keys/{key_id}/encrypt"));
+    server.post(credential, &path, &encrypt_request(b"data key", None))
+}
+
+/// Decrypts an encrypt response's fields with `key_id`.
+pub(crate) fn decrypt_with_key(
+    server: &Server,
+    credential: &Credential,
+    key_id: &str,
+    encrypted: &Value,
+) -> HttpResponse {
+    let path = credential.path(&format!("/keys/{key_id}/decrypt"));
+    server.post(credential, &path, &decrypt_request(encrypted, None))
+}
+
+/// Encrypts `data key` with `key_id` and returns the response body, which must be a success.
+pub(crate) fn encrypted_with_key(server: &Server, credential: &Credential, key_id: &str) -> Value {
+    let response = encrypt_with_key(server, credential, key_id);
+    assert_eq!(response.status, 200, "encrypt {key_id}: {}", response.body);
+    response.json()
+}
+
+/// Returns the key version named in an encrypt response's `ciphertextMetadata`: a format byte,
+/// then the version as a big-endian 32-bit integer.
+pub(crate) fn metadata_version(encrypted: &Value) -> u32 {
+    let metadata = unb64(
+        encrypted["ciphertextMetadata"]
+            .as_str()
+            .expect("ciphertextMetadata"),
+        "ciphertextMetadata",
+    );
+    assert_eq!(metadata.len(), 5, "metadata: {metadata:?}");
+    u32::from_be_bytes([metadata[1], metadata[2], metadata[3], metadata[4]])
+}
