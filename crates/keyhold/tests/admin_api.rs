@@ -917,16 +917,11 @@ fn bearer_scheme_any_case() {
     let server = Server::start(&data);
     let operator = data.operator_token();
     for scheme in ["Bearer", "bearer", "BEARER"] {
-        let response = server.curl(
-            &[
-                "--resolve".to_owned(),
-                format!("localhost:{}:127.0.0.1", server.admin_port()),
-                "-H".to_owned(),
-                format!("Authorization: {scheme} {operator}"),
-                server.admin_url("/v1/whoami"),
-            ],
-            None,
-        );
+        let response = server.admin_curl(&[
+            "-H".to_owned(),
+            format!("Authorization: {scheme} {operator}"),
+            server.admin_url("/v1/whoami"),
+        ]);
         assert_eq!(response.status, 200, "{scheme}: {}", response.body);
     }
 }
@@ -1034,20 +1029,15 @@ fn errors_have_stable_codes() {
     assert_api_error(status, &answer, 409, "conflict");
 
     // A body that is not declared JSON, and one over the size limit.
-    let plain = server.curl(
-        &[
-            "--resolve".to_owned(),
-            format!("localhost:{}:127.0.0.1", server.admin_port()),
-            "-H".to_owned(),
-            format!("Authorization: Bearer {operator}"),
-            "-H".to_owned(),
-            "Content-Type: text/plain".to_owned(),
-            "--data-binary".to_owned(),
-            "{\"id\":\"x\"}".to_owned(),
-            server.admin_url("/v1/domains"),
-        ],
-        None,
-    );
+    let plain = server.admin_curl(&[
+        "-H".to_owned(),
+        format!("Authorization: Bearer {operator}"),
+        "-H".to_owned(),
+        "Content-Type: text/plain".to_owned(),
+        "--data-binary".to_owned(),
+        "{\"id\":\"x\"}".to_owned(),
+        server.admin_url("/v1/domains"),
+    ]);
     assert_eq!(plain.status, 415, "{}", plain.body);
     let large = json!({"id": "x", "displayName": "a".repeat(70_000)});
     let (status, answer) = server.admin("POST", "/v1/domains", &operator, Some(&large));
@@ -1356,30 +1346,20 @@ fn audit_names_what_was_created() {
 fn unauthenticated_calls_learn_nothing_from_bodies() {
     let data = DataDir::init();
     let server = Server::start(&data);
-    let plain = server.curl(
-        &[
-            "--resolve".to_owned(),
-            format!("localhost:{}:127.0.0.1", server.admin_port()),
-            "-H".to_owned(),
-            "Content-Type: text/plain".to_owned(),
-            "--data-binary".to_owned(),
-            "x".repeat(70_000),
-            server.admin_url("/v1/domains"),
-        ],
-        None,
-    );
+    let plain = server.admin_curl(&[
+        "-H".to_owned(),
+        "Content-Type: text/plain".to_owned(),
+        "--data-binary".to_owned(),
+        "x".repeat(70_000),
+        server.admin_url("/v1/domains"),
+    ]);
     assert_eq!(plain.status, 401, "{}", plain.body);
 
-    let head = server.curl(
-        &[
-            "--resolve".to_owned(),
-            format!("localhost:{}:127.0.0.1", server.admin_port()),
-            "-I".to_owned(),
-            "-H".to_owned(),
-            format!("Authorization: Bearer {}", data.operator_token()),
-            server.admin_url("/v1/whoami"),
-        ],
-        None,
-    );
+    let head = server.admin_curl(&[
+        "-I".to_owned(),
+        "-H".to_owned(),
+        format!("Authorization: Bearer {}", data.operator_token()),
+        server.admin_url("/v1/whoami"),
+    ]);
     assert_eq!(head.status, 200, "HEAD works where GET does: {}", head.body);
 }

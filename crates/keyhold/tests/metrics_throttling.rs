@@ -43,15 +43,12 @@ fn metrics_count_requests_by_domain_and_result() {
     assert_eq!(encrypt(&server, &wrong).status, 401);
 
     let metrics_with = |token: Option<&str>| {
-        let mut args = vec![
-            "--resolve".to_owned(),
-            format!("localhost:{}:127.0.0.1", server.admin_port()),
-        ];
+        let mut args = Vec::new();
         if let Some(token) = token {
             args.extend(["-H".to_owned(), format!("Authorization: Bearer {token}")]);
         }
         args.push(server.admin_url("/metrics"));
-        server.curl(&args, None)
+        server.admin_curl(&args)
     };
     assert_eq!(
         metrics_with(None).status,

@@ -541,7 +541,7 @@ fn fleet_health(server: &Server, credential: &Credential) -> Value {
     response.json()
 }
 
-/// The `ekmFleetDetails` ids of a health response, sorted.
+/// Returns the `ekmFleetDetails` ids of a health response, sorted.
 fn sorted_ids(health: &Value) -> Vec<String> {
     let mut ids: Vec<String> = health["ekmFleetDetails"]
         .as_array()

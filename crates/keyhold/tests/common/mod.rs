@@ -138,7 +138,7 @@ impl DataDir {
         data
     }
 
-    /// The admin API token `keyhold init` printed for the principal `operator`.
+    /// Returns the admin API token that `keyhold init` printed for the principal `operator`.
     pub(crate) fn operator_token(&self) -> String {
         std::fs::read_to_string(self.scratch().join("operator-token"))
             .expect("the data directory was made by DataDir::init")
@@ -381,8 +381,8 @@ impl Server {
         format!("https://localhost:{}{path}", self.admin_port)
     }
 
-    /// Calls the admin API with a bearer token and an optional JSON body; returns the status
-    /// and the parsed JSON answer (`Value::Null` when the body is not JSON).
+    /// Calls the admin API with a bearer token and an optional JSON body. Returns the status
+    /// and the parsed JSON response, or `Value::Null` when the body is not JSON.
     pub(crate) fn admin(
         &self,
         method: &str,
@@ -393,8 +393,6 @@ impl Server {
         let mut args = vec![
             "-X".to_owned(),
             method.to_owned(),
-            "--resolve".to_owned(),
-            format!("localhost:{}:127.0.0.1", self.admin_port),
             "-H".to_owned(),
             format!("Authorization: Bearer {token}"),
         ];
@@ -407,9 +405,20 @@ impl Server {
             ]);
         }
         args.push(self.admin_url(path));
-        let output = self.curl(&args, None);
+        let output = self.admin_curl(&args);
         let json = serde_json::from_str(&output.body).unwrap_or(Value::Null);
         (output.status, json)
+    }
+
+    /// Runs curl against the admin listener. `args` must include a URL from
+    /// [`Server::admin_url`]; the listener's `localhost` name resolves to 127.0.0.1.
+    pub(crate) fn admin_curl(&self, args: &[String]) -> CurlOutput {
+        let mut full = vec![
+            "--resolve".to_owned(),
+            format!("localhost:{}:127.0.0.1", self.admin_port),
+        ];
+        full.extend_from_slice(args);
+        self.curl(&full, None)
     }
 
     /// Returns the Host header curl sends, `localhost:PORT`.
