@@ -184,7 +184,8 @@ fn check_link(
 /// Most bytes of audit files that [`recent_records`] reads from the end before it stops looking.
 pub const RECENT_SCAN_BYTES: u64 = 16 * 1024 * 1024;
 
-/// The last `limit` records of the audit files in `dir` that `keep` accepts, oldest first.
+/// Returns the last `limit` records of the audit files in `dir` that `keep` accepts, oldest
+/// first.
 /// Reads backwards from the newest line and stops after [`RECENT_SCAN_BYTES`], so a large log
 /// costs no more than that. Lines that are not JSON are skipped.
 ///

@@ -404,7 +404,7 @@ enum TokenCommand {
     Create {
         /// Principal name
         principal: String,
-        /// Where the token is used, for the token list
+        /// Description shown in the token list, such as where the token is used
         #[arg(long)]
         description: Option<String>,
         /// Days until the token expires, 1 to 3650 [default: never]

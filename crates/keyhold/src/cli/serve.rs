@@ -258,7 +258,7 @@ fn open_store(settings: &Settings) -> anyhow::Result<Store> {
     Store::connect(&settings.storage).with_context(|| format!("cannot open {}", settings.storage))
 }
 
-/// The control plane over `key_store`, with the settings it needs from `keyhold.toml`.
+/// Creates the control plane over `key_store` with the settings it needs from `keyhold.toml`.
 pub(super) fn control_plane(settings: &Settings, key_store: KeyStore) -> Control {
     Control::new(
         key_store,

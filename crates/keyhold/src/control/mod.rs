@@ -153,7 +153,7 @@ pub struct ApiError {
     pub status: StatusCode,
     /// Stable machine-readable code, such as `not_found`.
     pub code: &'static str,
-    /// Message that says what failed and what to do next.
+    /// Message naming what failed and what to do next.
     pub message: String,
 }
 
@@ -272,8 +272,8 @@ pub struct ApiResponse {
     pub body: serde_json::Value,
     /// `Allow` header value for 405 responses.
     pub allow: Option<String>,
-    /// What a change created or touched, for the audit record, when the path does not name
-    /// it: the new domain, principal and its roles, token, credential or key.
+    /// Audit target of a change whose path does not name the created object: the new domain,
+    /// principal and its roles, token, credential or key.
     pub audit_target: Option<String>,
 }
 

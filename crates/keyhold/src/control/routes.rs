@@ -457,7 +457,7 @@ fn reply(status: StatusCode, body: &impl serde::Serialize) -> Result<ApiResponse
     ApiResponse::ok(status, body)
 }
 
-/// Answers 201 Created and names what was created in the audit record.
+/// Builds a 201 Created response that names what was created for the audit record.
 fn created(body: &impl serde::Serialize, audit_target: String) -> Result<ApiResponse, ApiError> {
     let mut response = ApiResponse::ok(StatusCode::CREATED, body)?;
     response.audit_target = Some(audit_target);
@@ -973,8 +973,8 @@ fn key_store_setup(call: &mut Call<'_>) -> Result<ApiResponse, ApiError> {
     )
 }
 
-/// Whether a character is a control character or an invisible formatting character, such as
-/// a bidirectional override, that can make a name display differently from what it is.
+/// Returns whether a character is a control character or an invisible formatting character,
+/// such as a bidirectional override, that can make a name display differently from its text.
 fn is_hidden_char(c: char) -> bool {
     c.is_control()
         || matches!(

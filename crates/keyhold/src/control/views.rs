@@ -604,6 +604,6 @@ pub struct ErrorBody {
 pub struct ErrorDetail {
     /// Stable code such as `not_found` or `forbidden`.
     pub code: String,
-    /// Message that says what failed and what to do next.
+    /// Message naming what failed and what to do next.
     pub message: String,
 }

@@ -356,7 +356,7 @@ impl Store {
                         key_store.custom_key_store_id
                     )
                 } else {
-                    // Another tenant's registration: say that it exists, not where.
+                    // Another tenant's registration: the message names its existence, not its domain.
                     format!(
                         "custom key store {} is registered already for another domain; check \
                          the id, or ask an operator",
