@@ -24,7 +24,7 @@ pub fn run(data: &[u8]) {
 fn check_field(text: &str) {
     let request = RequestBody {
         encryption_algorithm: Some("AES_GCM".to_owned()),
-        ciphertext: Some(STANDARD.encode(b"ciphertext")),
+        ciphertext: Some(STANDARD.encode(b"ciphertext").into()),
         initialization_vector: Some(STANDARD.encode([0u8; 12])),
         authentication_tag: Some(STANDARD.encode([0u8; 16])),
         ciphertext_metadata: Some(text.to_owned()),

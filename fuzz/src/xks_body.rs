@@ -53,7 +53,7 @@ fn check(data: &[u8], operation: Operation) -> bool {
     }
 }
 
-fn check_encrypt(request: &RequestBody) -> Result<(), XksError> {
+fn check_encrypt(request: &RequestBody<'_>) -> Result<(), XksError> {
     let inputs = body::encrypt_inputs(request)?;
     assert!(
         inputs.data.len() <= MAX_DATA_LEN,
@@ -63,7 +63,7 @@ fn check_encrypt(request: &RequestBody) -> Result<(), XksError> {
     Ok(())
 }
 
-fn check_decrypt(request: &RequestBody) -> Result<(), XksError> {
+fn check_decrypt(request: &RequestBody<'_>) -> Result<(), XksError> {
     let inputs = body::decrypt_inputs(request)?;
     assert!(
         inputs.data.len() <= MAX_DATA_LEN,

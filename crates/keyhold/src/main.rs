@@ -1,5 +1,8 @@
 //! The `keyhold` binary.
 
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() -> std::process::ExitCode {
     keyhold::cli::main()
 }

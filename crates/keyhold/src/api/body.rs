@@ -4,6 +4,8 @@
 //! KMS may add, are ignored. Required fields are `Option`s checked by hand, so a missing field
 //! gets a `ValidationException` that names it. Binary fields are standard base64 with padding.
 
+use std::borrow::Cow;
+
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD;
 use serde::{Deserialize, Serialize};
@@ -51,22 +53,53 @@ pub struct RequestMetadata {
     pub kms_via_service: Option<String>,
 }
 
+/// A base64 field as sent. It borrows from the request body unless the JSON string had
+/// escapes; such an owned copy is wiped when dropped, as the field may hold a plaintext.
+#[derive(Debug, Default, Deserialize)]
+#[serde(transparent)]
+pub struct Base64Text<'a>(#[serde(borrow)] Cow<'a, str>);
+
+impl std::ops::Deref for Base64Text<'_> {
+    type Target = str;
+
+    fn deref(&self) -> &str {
+        &self.0
+    }
+}
+
+impl From<String> for Base64Text<'_> {
+    fn from(text: String) -> Self {
+        Self(Cow::Owned(text))
+    }
+}
+
+impl Drop for Base64Text<'_> {
+    fn drop(&mut self) {
+        if let Cow::Owned(text) = &mut self.0 {
+            zeroize::Zeroize::zeroize(text);
+        }
+    }
+}
+
 /// A request body of any operation; fields an operation does not use are ignored.
 #[derive(Debug, Default, Deserialize)]
 #[serde(rename_all = "camelCase")]
-pub struct RequestBody {
+pub struct RequestBody<'a> {
     /// Required in every operation.
     pub request_metadata: Option<RequestMetadata>,
     /// Encrypt input.
-    pub plaintext: Option<String>,
+    #[serde(borrow)]
+    pub plaintext: Option<Base64Text<'a>>,
     /// Encrypt and decrypt: must be `AES_GCM`.
     pub encryption_algorithm: Option<String>,
     /// Encrypt and decrypt, optional.
-    pub additional_authenticated_data: Option<String>,
+    #[serde(borrow)]
+    pub additional_authenticated_data: Option<Base64Text<'a>>,
     /// Encrypt, optional: `SHA_256` asks for the integrity value.
     pub ciphertext_data_integrity_value_algorithm: Option<String>,
     /// Decrypt input.
-    pub ciphertext: Option<String>,
+    #[serde(borrow)]
+    pub ciphertext: Option<Base64Text<'a>>,
     /// Decrypt, optional.
     pub ciphertext_metadata: Option<String>,
     /// Decrypt input.
@@ -79,7 +112,7 @@ pub struct RequestBody {
 #[derive(Debug, Default)]
 pub struct CryptoInputs {
     /// Plaintext (encrypt) or ciphertext (decrypt).
-    pub data: zeroize::Zeroizing<Vec<u8>>,
+    pub data: crate::crypto::Wiped,
     /// AAD, if sent.
     pub aad: Option<Vec<u8>>,
     /// Decrypt: metadata, if sent.
@@ -97,8 +130,8 @@ pub struct CryptoInputs {
 /// # Errors
 ///
 /// Returns `ValidationException` naming the problem.
-pub fn parse_request(body: &[u8], operation: Operation) -> Result<RequestBody, XksError> {
-    let request: RequestBody = serde_json::from_slice(body).map_err(|error| {
+pub fn parse_request(body: &[u8], operation: Operation) -> Result<RequestBody<'_>, XksError> {
+    let request: RequestBody<'_> = serde_json::from_slice(body).map_err(|error| {
         XksError::validation(format!("request body is not a valid XKS request: {error}"))
     })?;
     let metadata = request
@@ -144,7 +177,7 @@ pub fn parse_request(body: &[u8], operation: Operation) -> Result<RequestBody, X
 ///
 /// Returns `ValidationException` for a missing or malformed field and
 /// `UnsupportedOperationException` for input larger than Keyhold supports.
-pub fn encrypt_inputs(request: &RequestBody) -> Result<CryptoInputs, XksError> {
+pub fn encrypt_inputs(request: &RequestBody<'_>) -> Result<CryptoInputs, XksError> {
     check_algorithm(request)?;
     let integrity_value = match request.ciphertext_data_integrity_value_algorithm.as_deref() {
         None => false,
@@ -156,10 +189,10 @@ pub fn encrypt_inputs(request: &RequestBody) -> Result<CryptoInputs, XksError> {
             )));
         }
     };
-    let plaintext = required_base64(&request.plaintext, "plaintext")?;
+    let plaintext = required_base64(request.plaintext.as_deref(), "plaintext")?;
     check_data_len(plaintext.len(), "plaintext")?;
     Ok(CryptoInputs {
-        data: zeroize::Zeroizing::new(plaintext),
+        data: crate::crypto::Wiped::new(plaintext),
         aad: optional_aad(request)?,
         integrity_value,
         ..CryptoInputs::default()
@@ -172,18 +205,21 @@ pub fn encrypt_inputs(request: &RequestBody) -> Result<CryptoInputs, XksError> {
 ///
 /// Returns `ValidationException` for a missing or malformed field and
 /// `UnsupportedOperationException` for input larger than Keyhold supports.
-pub fn decrypt_inputs(request: &RequestBody) -> Result<CryptoInputs, XksError> {
+pub fn decrypt_inputs(request: &RequestBody<'_>) -> Result<CryptoInputs, XksError> {
     check_algorithm(request)?;
-    let ciphertext = required_base64(&request.ciphertext, "ciphertext")?;
+    let ciphertext = required_base64(request.ciphertext.as_deref(), "ciphertext")?;
     check_data_len(ciphertext.len(), "ciphertext")?;
-    let iv = required_base64(&request.initialization_vector, "initializationVector")?;
+    let iv = required_base64(
+        request.initialization_vector.as_deref(),
+        "initializationVector",
+    )?;
     if iv.len() != 12 && iv.len() != 16 {
         return Err(XksError::validation(format!(
             "initializationVector must be 12 or 16 bytes, got {}",
             iv.len()
         )));
     }
-    let tag = required_base64(&request.authentication_tag, "authenticationTag")?;
+    let tag = required_base64(request.authentication_tag.as_deref(), "authenticationTag")?;
     if tag.len() != 16 {
         return Err(XksError::validation(format!(
             "authenticationTag must be 16 bytes, got {}",
@@ -204,7 +240,7 @@ pub fn decrypt_inputs(request: &RequestBody) -> Result<CryptoInputs, XksError> {
         )));
     }
     Ok(CryptoInputs {
-        data: zeroize::Zeroizing::new(ciphertext),
+        data: crate::crypto::Wiped::new(ciphertext),
         aad: optional_aad(request)?,
         metadata,
         iv,
@@ -258,36 +294,42 @@ pub struct KeyMetadataResponse {
     pub key_status: &'static str,
 }
 
-/// Encrypt response.
-#[derive(Debug, Serialize)]
-#[serde(rename_all = "camelCase")]
-pub struct EncryptResponse {
-    /// Tag, base64.
-    pub authentication_tag: String,
-    /// Ciphertext, base64.
-    pub ciphertext: String,
-    /// Keyhold's metadata naming the key version, base64.
-    pub ciphertext_metadata: String,
-    /// IV, base64.
-    pub initialization_vector: String,
-    /// Integrity value, base64, when requested.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub ciphertext_data_integrity_value: Option<String>,
+/// A response object whose values are all base64 strings, such as the encrypt and decrypt
+/// responses. Values are encoded straight into the body: base64 needs no JSON escaping, so
+/// there is no intermediate string and no scan for characters to escape.
+#[derive(Debug)]
+pub struct Base64Object {
+    body: String,
 }
 
-/// Decrypt response. The plaintext is wiped when the response is dropped.
-#[derive(Serialize)]
-pub struct DecryptResponse {
-    /// Plaintext, base64.
-    #[serde(serialize_with = "serialize_zeroizing")]
-    pub plaintext: zeroize::Zeroizing<String>,
-}
+impl Base64Object {
+    /// Starts an object whose encoded values total about `value_bytes` bytes before encoding.
+    pub fn with_capacity(value_bytes: usize) -> Self {
+        let mut body = String::with_capacity(value_bytes / 3 * 4 + 192);
+        body.push('{');
+        Self { body }
+    }
 
-fn serialize_zeroizing<S: serde::Serializer>(
-    value: &zeroize::Zeroizing<String>,
-    serializer: S,
-) -> Result<S::Ok, S::Error> {
-    serializer.serialize_str(value)
+    /// Appends the field `name`, which must need no JSON escaping, with `value` in base64.
+    #[must_use]
+    pub fn field(mut self, name: &str, value: &[u8]) -> Self {
+        debug_assert!(name.bytes().all(|byte| byte.is_ascii_alphanumeric()));
+        if self.body.len() > 1 {
+            self.body.push(',');
+        }
+        self.body.push('"');
+        self.body.push_str(name);
+        self.body.push_str("\":\"");
+        STANDARD.encode_string(value, &mut self.body);
+        self.body.push('"');
+        self
+    }
+
+    /// Closes the object and returns the body.
+    pub fn finish(mut self) -> Vec<u8> {
+        self.body.push('}');
+        self.body.into_bytes()
+    }
 }
 
 fn require(value: &Option<String>, name: &str) -> Result<(), XksError> {
@@ -305,7 +347,7 @@ fn too_long_field(name: &str) -> XksError {
     ))
 }
 
-fn check_algorithm(request: &RequestBody) -> Result<(), XksError> {
+fn check_algorithm(request: &RequestBody<'_>) -> Result<(), XksError> {
     match request.encryption_algorithm.as_deref() {
         Some(ENCRYPTION_ALGORITHM) => Ok(()),
         None => Err(XksError::validation("missing encryptionAlgorithm")),
@@ -325,7 +367,7 @@ fn check_data_len(len: usize, name: &str) -> Result<(), XksError> {
     Ok(())
 }
 
-fn optional_aad(request: &RequestBody) -> Result<Option<Vec<u8>>, XksError> {
+fn optional_aad(request: &RequestBody<'_>) -> Result<Option<Vec<u8>>, XksError> {
     let aad = request
         .additional_authenticated_data
         .as_deref()
@@ -345,10 +387,8 @@ fn optional_aad(request: &RequestBody) -> Result<Option<Vec<u8>>, XksError> {
     Ok(aad)
 }
 
-fn required_base64(value: &Option<String>, name: &str) -> Result<Vec<u8>, XksError> {
-    let text = value
-        .as_deref()
-        .ok_or_else(|| XksError::validation(format!("missing {name}")))?;
+fn required_base64(value: Option<&str>, name: &str) -> Result<Vec<u8>, XksError> {
+    let text = value.ok_or_else(|| XksError::validation(format!("missing {name}")))?;
     decode_base64(text, name)
 }
 
@@ -377,11 +417,24 @@ mod tests {
     }
 
     #[test]
+    fn base64_object_is_the_json_serde_would_write() {
+        let body = Base64Object::with_capacity(4)
+            .field("ciphertext", b"\x00\xff\x10")
+            .field("authenticationTag", b"")
+            .finish();
+        let expected = serde_json::json!({"ciphertext": "AP8Q", "authenticationTag": ""});
+        let parsed: serde_json::Value = serde_json::from_slice(&body).expect("valid JSON");
+        assert_eq!(parsed, expected);
+        assert_eq!(body, br#"{"ciphertext":"AP8Q","authenticationTag":""}"#);
+        assert_eq!(Base64Object::with_capacity(0).finish(), b"{}");
+    }
+
+    #[test]
     fn unknown_metadata_fields_are_accepted() {
         let body = encrypt_body(r#""plaintext":"SGVsbG8=","encryptionAlgorithm":"AES_GCM""#);
         let request = parse_request(&body, Operation::Encrypt).expect("valid");
         let inputs = encrypt_inputs(&request).expect("valid");
-        assert_eq!(inputs.data.as_slice(), b"Hello");
+        assert_eq!(&*inputs.data, b"Hello");
         assert!(!inputs.integrity_value);
     }
 
@@ -416,7 +469,8 @@ mod tests {
             ),
         ];
         for (fields, expected) in cases {
-            let request = parse_request(&encrypt_body(fields), Operation::Encrypt).expect("parses");
+            let body = encrypt_body(fields);
+            let request = parse_request(&body, Operation::Encrypt).expect("parses");
             let message = validation_message(encrypt_inputs(&request));
             assert!(message.contains(expected), "{fields}: {message}");
         }
@@ -447,8 +501,8 @@ mod tests {
             ),
         ];
         for (fields, expected) in cases {
-            let request =
-                parse_request(&encrypt_body(&fields), Operation::Decrypt).expect("parses");
+            let body = encrypt_body(&fields);
+            let request = parse_request(&body, Operation::Decrypt).expect("parses");
             match expected {
                 None => assert!(decrypt_inputs(&request).is_ok(), "{fields}"),
                 Some(expected) => {

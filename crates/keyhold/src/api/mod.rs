@@ -331,9 +331,11 @@ fn resolve(
     })
 }
 
-async fn read_body(body: Incoming) -> Result<Vec<u8>, XksError> {
+/// Reads a request body into a buffer that is wiped when dropped, as an encrypt body carries
+/// the plaintext.
+async fn read_body(body: Incoming) -> Result<crate::crypto::Wiped, XksError> {
     match Limited::new(body, MAX_BODY_LEN).collect().await {
-        Ok(collected) => Ok(collected.to_bytes().to_vec()),
+        Ok(collected) => Ok(crate::crypto::Wiped::new(collected.to_bytes().to_vec())),
         Err(error) if error.is::<http_body_util::LengthLimitError>() => Err(XksError::new(
             ErrorName::UnsupportedOperation,
             format!("request body exceeds the maximum of {MAX_BODY_LEN} bytes"),

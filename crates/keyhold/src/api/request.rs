@@ -140,7 +140,7 @@ impl XksRequest<'_> {
         })
     }
 
-    fn key_metadata(&self, request: &body::RequestBody) -> Result<Vec<u8>, XksError> {
+    fn key_metadata(&self, request: &body::RequestBody<'_>) -> Result<Vec<u8>, XksError> {
         let metadata = metadata::key_metadata(self.domain, self.key_id, &request_context(request))
             .map_err(service_error)?;
         to_json(&body::KeyMetadataResponse {
@@ -152,7 +152,7 @@ impl XksRequest<'_> {
 
     fn encrypt(
         &self,
-        request: &body::RequestBody,
+        request: &body::RequestBody<'_>,
         audit: &mut AuditRecord,
     ) -> Result<Vec<u8>, XksError> {
         let inputs = body::encrypt_inputs(request)?;
@@ -169,20 +169,21 @@ impl XksRequest<'_> {
         )
         .map_err(service_error)?;
         audit.key_version = Some(output.version);
-        to_json(&body::EncryptResponse {
-            authentication_tag: body::base64(&output.tag),
-            ciphertext: body::base64(&output.ciphertext),
-            ciphertext_metadata: body::base64(&output.metadata),
-            initialization_vector: body::base64(&output.iv),
-            ciphertext_data_integrity_value: output
-                .integrity_value
-                .map(|value| body::base64(&value)),
-        })
+        let object = body::Base64Object::with_capacity(output.ciphertext.len() + 96)
+            .field("authenticationTag", &output.tag)
+            .field("ciphertext", &output.ciphertext)
+            .field("ciphertextMetadata", &output.metadata)
+            .field("initializationVector", &output.iv);
+        Ok(match output.integrity_value {
+            Some(value) => object.field("ciphertextDataIntegrityValue", &value),
+            None => object,
+        }
+        .finish())
     }
 
     fn decrypt(
         &self,
-        request: &body::RequestBody,
+        request: &body::RequestBody<'_>,
         audit: &mut AuditRecord,
     ) -> Result<Vec<u8>, XksError> {
         let inputs = body::decrypt_inputs(request)?;
@@ -201,14 +202,14 @@ impl XksRequest<'_> {
         )
         .map_err(service_error)?;
         audit.key_version = Some(output.version);
-        to_json(&body::DecryptResponse {
-            plaintext: zeroize::Zeroizing::new(body::base64(&output.plaintext)),
-        })
+        Ok(body::Base64Object::with_capacity(output.plaintext.len())
+            .field("plaintext", &output.plaintext)
+            .finish())
     }
 }
 
 /// The request metadata fields that the key binding and the policies check.
-pub(super) fn request_context(request: &body::RequestBody) -> RequestContext<'_> {
+pub(super) fn request_context<'a>(request: &'a body::RequestBody<'_>) -> RequestContext<'a> {
     let Some(metadata) = request.request_metadata.as_ref() else {
         return RequestContext::default();
     };

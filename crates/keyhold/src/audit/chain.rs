@@ -26,7 +26,7 @@ pub struct ChainFields {
 
 /// Hex SHA-256 of a line without its newline.
 pub fn line_hash(line: &[u8]) -> String {
-    hex::encode(crate::crypto::sha256(line))
+    crate::crypto::to_hex(&crate::crypto::sha256(line))
 }
 
 /// Reads the chain fields of a line.

@@ -362,9 +362,14 @@ pub fn canonical_request(
         canonical.push('\n');
     }
     canonical.push('\n');
-    canonical.push_str(&signed_headers.join(";"));
+    for (index, name) in signed_headers.iter().enumerate() {
+        if index > 0 {
+            canonical.push(';');
+        }
+        canonical.push_str(name);
+    }
     canonical.push('\n');
-    canonical.push_str(&hex::encode(crate::crypto::sha256(request.body)));
+    crate::crypto::push_hex(&crate::crypto::sha256(request.body), &mut canonical);
     Ok(canonical)
 }
 
@@ -376,12 +381,20 @@ pub fn signature_hex(
     amz_date: &str,
     canonical_request: &str,
 ) -> String {
-    let scope = format!("{date}/{region}/{SERVICE}/aws4_request");
-    let canonical_hash = hex::encode(crate::crypto::sha256(canonical_request.as_bytes()));
-    let string_to_sign = format!("{ALGORITHM}\n{amz_date}\n{scope}\n{canonical_hash}");
+    let mut string_to_sign = String::with_capacity(160 + region.len());
+    for part in [
+        ALGORITHM, "\n", amz_date, "\n", date, "/", region, "/", SERVICE,
+    ] {
+        string_to_sign.push_str(part);
+    }
+    string_to_sign.push_str("/aws4_request\n");
+    crate::crypto::push_hex(
+        &crate::crypto::sha256(canonical_request.as_bytes()),
+        &mut string_to_sign,
+    );
 
     let key = secret.signing_key(date, region);
-    hex::encode(hmac_sign(&key, string_to_sign.as_bytes()))
+    crate::crypto::to_hex(&hmac_sign(&key, string_to_sign.as_bytes()))
 }
 
 /// Signs a request and returns the `Authorization` header value.

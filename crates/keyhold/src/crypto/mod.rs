@@ -213,6 +213,75 @@ pub fn sha256(data: &[u8]) -> [u8; 32] {
     digest
 }
 
+/// Overwrites `bytes` with zeros in a way the compiler cannot skip.
+///
+/// Like `zeroize`, it writes through volatile stores, but 16 bytes at a time over the aligned
+/// middle of the slice, so wiping a request body costs little next to handling it.
+pub fn wipe(bytes: &mut [u8]) {
+    use zeroize::Zeroize as _;
+    let (head, middle, tail) = bytemuck::pod_align_to_mut::<u8, u128>(bytes);
+    head.zeroize();
+    middle.zeroize();
+    tail.zeroize();
+}
+
+/// A byte buffer that is wiped with [`wipe`], spare capacity included, when dropped.
+///
+/// For request bodies and plaintexts, which are too large for the byte-at-a-time wipe of
+/// `zeroize::Zeroizing` to be cheap. It hands out shared access only, so the buffer never
+/// reallocates and leaves an unwiped copy behind.
+#[derive(Default, PartialEq, Eq)]
+pub struct Wiped(Vec<u8>);
+
+impl Wiped {
+    /// Takes ownership of `bytes`; they are wiped when this value is dropped.
+    pub fn new(bytes: Vec<u8>) -> Self {
+        Self(bytes)
+    }
+}
+
+impl std::ops::Deref for Wiped {
+    type Target = [u8];
+
+    fn deref(&self) -> &[u8] {
+        &self.0
+    }
+}
+
+impl std::fmt::Debug for Wiped {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Wiped({} bytes)", self.0.len())
+    }
+}
+
+impl Drop for Wiped {
+    fn drop(&mut self) {
+        let capacity = self.0.capacity();
+        self.0.resize(capacity, 0);
+        wipe(&mut self.0);
+    }
+}
+
+/// Appends `bytes` to `out` as lower-case hex.
+///
+/// SigV4 and the audit chain hex-encode several digests per request; this writes them
+/// without the per-character iterator of the `hex` crate.
+pub fn push_hex(bytes: &[u8], out: &mut String) {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    out.reserve(bytes.len() * 2);
+    for &byte in bytes {
+        out.push(char::from(DIGITS[usize::from(byte >> 4)]));
+        out.push(char::from(DIGITS[usize::from(byte & 0x0f)]));
+    }
+}
+
+/// Returns `bytes` as lower-case hex.
+pub fn to_hex(bytes: &[u8]) -> String {
+    let mut out = String::with_capacity(bytes.len() * 2);
+    push_hex(bytes, &mut out);
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -221,6 +290,31 @@ mod tests {
 
     fn b64(text: &str) -> Vec<u8> {
         STANDARD.decode(text).expect("valid base64 in test vector")
+    }
+
+    #[test]
+    fn wipe_clears_every_byte_at_any_alignment() {
+        let mut buffer = [0xa5u8; 100];
+        for start in 0..17 {
+            buffer.fill(0xa5);
+            wipe(&mut buffer[start..start + 70]);
+            assert!(buffer[start..start + 70].iter().all(|&byte| byte == 0));
+            assert!(buffer[..start].iter().all(|&byte| byte == 0xa5));
+            assert!(buffer[start + 70..].iter().all(|&byte| byte == 0xa5));
+        }
+        let wiped = Wiped::new(b"secret".to_vec());
+        assert_eq!(&*wiped, b"secret");
+        assert_eq!(format!("{wiped:?}"), "Wiped(6 bytes)");
+    }
+
+    #[test]
+    fn hex_matches_the_hex_crate() {
+        let bytes: Vec<u8> = (0u8..=255).collect();
+        assert_eq!(to_hex(&bytes), hex::encode(&bytes));
+        let mut out = "x".to_owned();
+        push_hex(&[0x0a, 0xf0], &mut out);
+        assert_eq!(out, "x0af0");
+        assert_eq!(to_hex(&[]), "");
     }
 
     fn sequential_key() -> DataKey {
