@@ -188,16 +188,27 @@ pub async fn handle(
         Ok(body) if target.needs_hsm => {
             // PKCS#11 calls block, so they run on the blocking pool, never on an async worker.
             // The time budget turns a slow HSM into a retryable error before AWS KMS times out.
+            // At most one task per HSM session runs at a time; the others wait here, so the
+            // blocking pool does not grow threads that would only wait for a session.
             let task_span = span.clone();
             let task_state = state.clone();
             let operation = target.operation;
-            let blocking = tokio::task::spawn_blocking(move || {
-                task_span.in_scope(|| {
-                    let result =
-                        process(&task_state, &snapshot, &target, &parts, &body, &mut record);
-                    (result, record)
+            let hsm = snapshot.hsm.clone();
+            let blocking = async move {
+                let slot = match &hsm {
+                    Some(hsm) => hsm.reserve_session().await,
+                    None => None,
+                };
+                tokio::task::spawn_blocking(move || {
+                    let _slot = slot;
+                    task_span.in_scope(|| {
+                        let result =
+                            process(&task_state, &snapshot, &target, &parts, &body, &mut record);
+                        (result, record)
+                    })
                 })
-            });
+                .await
+            };
             match tokio::time::timeout(state.time_budget, blocking).await {
                 Ok(Ok((result, filled))) => {
                     record = filled;

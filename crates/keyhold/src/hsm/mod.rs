@@ -74,6 +74,9 @@ pub struct KeyProtection {
 /// A connection to one token through one PKCS#11 module.
 pub struct Hsm {
     config: HsmConfig,
+    /// One permit per session: the data path takes one before it hands a request to the
+    /// blocking pool, so requests beyond the pool wait here without occupying a thread.
+    callers: std::sync::Arc<tokio::sync::Semaphore>,
     module: RwLock<Option<Module>>,
     last_reinit: Mutex<Option<Instant>>,
 }
@@ -96,6 +99,7 @@ impl Hsm {
     pub fn open(config: HsmConfig) -> Result<Self, HsmError> {
         let module = Module::open(&config, false)?;
         Ok(Self {
+            callers: std::sync::Arc::new(tokio::sync::Semaphore::new(config.sessions.max(1))),
             config,
             module: RwLock::new(Some(module)),
             last_reinit: Mutex::new(None),
@@ -110,10 +114,19 @@ impl Hsm {
     pub fn open_or_create_root(config: HsmConfig) -> Result<Self, HsmError> {
         let module = Module::open(&config, true)?;
         Ok(Self {
+            callers: std::sync::Arc::new(tokio::sync::Semaphore::new(config.sessions.max(1))),
             config,
             module: RwLock::new(Some(module)),
             last_reinit: Mutex::new(None),
         })
+    }
+
+    /// Waits until fewer requests than there are sessions are using the module. The permit is
+    /// meant to move into the blocking task and be dropped when its calls are done. `None`
+    /// only if the semaphore were closed, which nothing does; the session pool still limits
+    /// the calls then.
+    pub async fn reserve_session(&self) -> Option<tokio::sync::OwnedSemaphorePermit> {
+        self.callers.clone().acquire_owned().await.ok()
     }
 
     /// A description for logs and health reports.
