@@ -126,14 +126,15 @@ impl DataKey {
         ciphertext: &[u8],
         tag: &[u8],
         aad: &[u8],
-    ) -> Result<Zeroizing<Vec<u8>>, CryptoError> {
+    ) -> Result<Wiped, CryptoError> {
         let nonce = Nonce::try_assume_unique_for_key(iv).map_err(|_| CryptoError::InvalidLength)?;
         if tag.len() != TAG_LEN {
             return Err(CryptoError::InvalidLength);
         }
-        let mut buffer = Zeroizing::new(Vec::with_capacity(ciphertext.len() + TAG_LEN));
+        let mut buffer = Vec::with_capacity(ciphertext.len() + TAG_LEN);
         buffer.extend_from_slice(ciphertext);
         buffer.extend_from_slice(tag);
+        let mut buffer = Wiped::new(buffer);
         let plaintext_len = self
             .key
             .open_in_place(nonce, Aad::from(aad), &mut buffer)
@@ -237,6 +238,18 @@ impl Wiped {
     /// Takes ownership of `bytes`; they are wiped when this value is dropped.
     pub fn new(bytes: Vec<u8>) -> Self {
         Self(bytes)
+    }
+
+    /// Shortens the buffer to `len` bytes; the bytes cut off are wiped on drop with the rest.
+    pub fn truncate(&mut self, len: usize) {
+        self.0.truncate(len);
+    }
+}
+
+/// Writable access cannot grow the buffer, so it never leaves a copy behind in freed memory.
+impl std::ops::DerefMut for Wiped {
+    fn deref_mut(&mut self) -> &mut [u8] {
+        &mut self.0
     }
 }
 
@@ -395,7 +408,7 @@ mod tests {
         let plaintext = key
             .open(&sealed.iv, &sealed.ciphertext, &sealed.tag, b"context")
             .expect("original AAD opens");
-        assert_eq!(plaintext.as_slice(), b"data key");
+        assert_eq!(&*plaintext, b"data key");
     }
 
     #[test]
@@ -430,7 +443,7 @@ mod properties {
             let opened = key
                 .open(&sealed.iv, &sealed.ciphertext, &sealed.tag, &framed)
                 .expect("open");
-            prop_assert_eq!(opened.as_slice(), plaintext.as_slice());
+            prop_assert_eq!(&*opened, plaintext.as_slice());
         }
 
         #[test]

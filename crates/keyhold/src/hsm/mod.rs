@@ -14,7 +14,6 @@ use std::sync::{Mutex, PoisonError, RwLock};
 use std::time::{Duration, Instant};
 
 use cryptoki::types::AuthPin;
-use zeroize::Zeroizing;
 
 pub use error::HsmError;
 use module::Module;
@@ -166,7 +165,7 @@ impl Hsm {
         ciphertext: &[u8],
         tag: &[u8],
         aad: &[u8],
-    ) -> Result<Zeroizing<Vec<u8>>, HsmError> {
+    ) -> Result<crate::crypto::Wiped, HsmError> {
         self.with_module(|module| {
             module.decrypt(key, iv, ciphertext, tag, aad, self.config.session_wait)
         })

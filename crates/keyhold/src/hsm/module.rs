@@ -13,7 +13,6 @@ use cryptoki::mechanism::aead::GcmParams;
 use cryptoki::object::{Attribute, AttributeType, KeyType, ObjectClass, ObjectHandle};
 use cryptoki::session::{Session, UserType};
 use cryptoki::slot::Slot;
-use zeroize::Zeroizing;
 
 use super::error::{describe, function_name, return_code_name};
 use super::{HsmConfig, HsmError, HsmKey, KeyProtection};
@@ -167,7 +166,7 @@ impl Module {
         tag: &[u8],
         aad: &[u8],
         wait: Duration,
-    ) -> Result<Zeroizing<Vec<u8>>, HsmError> {
+    ) -> Result<crate::crypto::Wiped, HsmError> {
         // SoftHSMv2 accepts any IV length and short tags; only the lengths Keyhold makes pass.
         if iv.len() != IV_LEN || tag.len() != TAG_LEN {
             return Err(HsmError::TagMismatch);
@@ -182,7 +181,7 @@ impl Module {
         input.extend_from_slice(ciphertext);
         input.extend_from_slice(tag);
         match session.decrypt(&Mechanism::AesGcm(params), handle, &input) {
-            Ok(plaintext) => Ok(Zeroizing::new(plaintext)),
+            Ok(plaintext) => Ok(crate::crypto::Wiped::new(plaintext)),
             // A failed tag check is CKR_ENCRYPTED_DATA_INVALID in the standard but
             // CKR_GENERAL_ERROR in SoftHSMv2. The session is probed to tell a bad input from
             // a failing device.

@@ -254,7 +254,7 @@ impl RootOfTrust for Pkcs11Root {
             .hsm
             .decrypt(HsmKey::Root, iv, ciphertext, tag, &context.to_aad())
         {
-            Ok(secret) => Ok(secret),
+            Ok(secret) => Ok(Zeroizing::new(secret.to_vec())),
             Err(HsmError::TagMismatch) => Err(RootError::Unwrap),
             Err(error) => Err(error.into()),
         }
@@ -368,9 +368,11 @@ impl RootOfTrust for FileRootKey {
         wrapped: &[u8],
     ) -> Result<Zeroizing<Vec<u8>>, RootError> {
         let (iv, ciphertext, tag) = decode_wrapped(wrapped)?;
-        self.key
+        let secret = self
+            .key
             .open(iv, ciphertext, tag, &context.to_aad())
-            .map_err(|_| RootError::Unwrap)
+            .map_err(|_| RootError::Unwrap)?;
+        Ok(Zeroizing::new(secret.to_vec()))
     }
 
     fn describe(&self) -> String {

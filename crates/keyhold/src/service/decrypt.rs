@@ -1,7 +1,5 @@
 //! Decrypt: find the key version named in `ciphertextMetadata`, rebuild the framed AAD and open.
 
-use zeroize::Zeroizing;
-
 use crate::crypto::{self, IV_LEN, TAG_LEN};
 use crate::hsm::Hsm;
 use crate::keystore::snapshot::DomainView;
@@ -32,7 +30,7 @@ pub struct DecryptInput<'a> {
 #[derive(Debug)]
 pub struct DecryptOutput {
     /// The plaintext, wiped on drop.
-    pub plaintext: Zeroizing<Vec<u8>>,
+    pub plaintext: crate::crypto::Wiped,
     /// The key version used.
     pub version: u32,
 }

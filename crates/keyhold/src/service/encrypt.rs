@@ -92,7 +92,7 @@ pub fn encrypt(
                 ServiceError::DependencyTimeout(_) => error,
                 other => ServiceError::Internal(format!("self-test decrypt failed: {other}")),
             })?;
-        if opened.as_slice() != input.plaintext {
+        if *opened != *input.plaintext {
             return Err(ServiceError::Internal(
                 "self-test decrypt returned different bytes".to_owned(),
             ));

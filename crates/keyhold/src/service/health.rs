@@ -211,7 +211,7 @@ fn hsm_check(hsm: &Hsm) -> Result<(), String> {
     let opened = hsm
         .decrypt(key, &iv, &ciphertext, &tag, HEALTH_AAD)
         .map_err(|error| error.to_string())?;
-    if opened.as_slice() == probe.as_ref() {
+    if *opened == *probe {
         Ok(())
     } else {
         Err("HSM health key round trip returned different bytes".to_owned())
@@ -238,7 +238,7 @@ pub fn deep_check(snapshot: &Snapshot) -> Result<(), String> {
     let opened = key
         .open(&sealed.iv, &sealed.ciphertext, &sealed.tag, HEALTH_AAD)
         .map_err(|error| error.to_string())?;
-    if opened.as_slice() == probe.as_ref() {
+    if *opened == *probe {
         Ok(())
     } else {
         Err("health key round trip returned different bytes".to_owned())

@@ -9,8 +9,6 @@ pub mod encrypt;
 pub mod health;
 pub mod metadata;
 
-use zeroize::Zeroizing;
-
 use crate::crypto::{self, DataKey, IV_LEN, Sealed};
 use crate::hsm::{Hsm, HsmError, HsmKey};
 use crate::keystore::model::{DomainStatus, KeyStatus};
@@ -111,7 +109,7 @@ impl Cipher<'_> {
         ciphertext: &[u8],
         tag: &[u8],
         aad: &[u8],
-    ) -> Result<Zeroizing<Vec<u8>>, ServiceError> {
+    ) -> Result<crypto::Wiped, ServiceError> {
         match self {
             Self::Software(key) => key
                 .open(iv, ciphertext, tag, aad)
