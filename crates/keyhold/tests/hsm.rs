@@ -234,13 +234,28 @@ fn node_status(server: &Server) -> String {
         .to_owned()
 }
 
+/// Turns on `inline_calls`, so PKCS#11 calls run on the thread serving the request.
+fn call_inline(setup: &HsmSetup) {
+    setup.set_config("inline_calls = false", "inline_calls = true");
+}
+
 #[test]
 fn software_and_hsm_keys_round_trip() {
     let (setup, credential) = HsmSetup::new();
-    let server = setup.serve();
+    round_trip(&setup.serve(), &credential);
+}
+
+#[test]
+fn software_and_hsm_keys_round_trip_with_inline_calls() {
+    let (setup, credential) = HsmSetup::new();
+    call_inline(&setup);
+    round_trip(&setup.serve(), &credential);
+}
+
+fn round_trip(server: &Server, credential: &Credential) {
     for key_id in ["hsm-key", "sw-key"] {
         let aad = b"project=hsm";
-        let encrypted = encrypt(&server, &credential, key_id, aad);
+        let encrypted = encrypt(server, credential, key_id, aad);
         assert_eq!(
             encrypted.status, 200,
             "{key_id} encrypt: {}",
@@ -267,7 +282,7 @@ fn software_and_hsm_keys_round_trip() {
             "{key_id} integrity value"
         );
 
-        let decrypted = decrypt(&server, &credential, key_id, &body, aad);
+        let decrypted = decrypt(server, credential, key_id, &body, aad);
         assert_eq!(
             decrypted.status, 200,
             "{key_id} decrypt: {}",
@@ -279,7 +294,7 @@ fn software_and_hsm_keys_round_trip() {
             "{key_id} plaintext"
         );
 
-        let changed = decrypt(&server, &credential, key_id, &body, b"project=other");
+        let changed = decrypt(server, credential, key_id, &body, b"project=other");
         assert_eq!(
             changed.status, 400,
             "{key_id} changed AAD: {}",
@@ -291,8 +306,8 @@ fn software_and_hsm_keys_round_trip() {
             "{key_id} changed AAD"
         );
     }
-    assert_eq!(health_status(&server, &credential), "ACTIVE");
-    assert_eq!(node_status(&server), "ACTIVE");
+    assert_eq!(health_status(server, credential), "ACTIVE");
+    assert_eq!(node_status(server), "ACTIVE");
 }
 
 #[test]
@@ -403,15 +418,26 @@ fn busy_session_pool_times_out() {
     let (setup, credential) = HsmSetup::new();
     setup.set_config("sessions = 4", "sessions = 1");
     setup.set_config("session_wait_ms = 100", "session_wait_ms = 0");
-    let server = setup.serve();
+    busy_pool_times_out(&setup.serve(), &credential);
+}
 
+#[test]
+fn busy_session_pool_times_out_with_inline_calls() {
+    let (setup, credential) = HsmSetup::new();
+    setup.set_config("sessions = 4", "sessions = 1");
+    call_inline(&setup);
+    setup.set_config("session_wait_ms = 100", "session_wait_ms = 0");
+    busy_pool_times_out(&setup.serve(), &credential);
+}
+
+fn busy_pool_times_out(server: &Server, credential: &Credential) {
     // Many connections at once make requests overlap on the single session; with no wait,
     // every overlap fails at once instead of queueing.
     let path = credential.path("/keys/hsm-key/encrypt");
     let body = encrypt_request(&vec![7u8; 32 * 1024], Some(&vec![1u8; 8192]));
     let responses: Vec<HttpResponse> = std::thread::scope(|scope| {
         let workers: Vec<_> = (0..12)
-            .map(|_| scope.spawn(|| server.curl_burst(&credential, &path, &body, 40)))
+            .map(|_| scope.spawn(|| server.curl_burst(credential, &path, &body, 40)))
             .collect();
         workers
             .into_iter()

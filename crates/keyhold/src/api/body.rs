@@ -51,8 +51,8 @@ pub struct RequestMetadata {
     pub kms_via_service: Option<String>,
 }
 
-/// A base64 field as sent. It borrows from the request body unless the JSON string had
-/// escapes; such an owned copy is wiped when dropped, as the field may hold a plaintext.
+/// A base64 field as sent, borrowed from the request body. When the JSON string had escapes it
+/// is an owned copy instead, which is wiped when dropped because it may contain a plaintext.
 #[derive(Debug, Default, Deserialize)]
 #[serde(transparent)]
 pub struct Base64Text<'a>(#[serde(borrow)] Cow<'a, str>);
@@ -391,8 +391,7 @@ fn required_base64(value: Option<&str>, name: &str) -> Result<Vec<u8>, XksError>
 }
 
 /// Decodes standard base64 with padding. `base64_simd` decodes a 4 KiB field about three
-/// times as fast as the `base64` crate and accepts exactly the same inputs; a test compares
-/// the two.
+/// times as fast as the `base64` crate, and a test checks that both accept the same inputs.
 fn decode_base64(text: &str, name: &str) -> Result<Vec<u8>, XksError> {
     base64_simd::STANDARD.decode_to_vec(text).map_err(|_| {
         XksError::validation(format!(

@@ -186,54 +186,65 @@ pub async fn handle(
     let result = match body {
         Err(error) => Err(error),
         Ok(body) if target.needs_hsm => {
-            // PKCS#11 calls block, so they run on the blocking pool, never on an async worker.
+            // PKCS#11 calls block, so they run on the blocking pool unless the operator declared
+            // the module fast with `inline_calls`. Requests beyond the number of sessions wait
+            // here, at most the session wait, because on the pool they would only hold threads.
             // The time budget turns a slow HSM into a retryable error before AWS KMS times out.
-            // At most one task per HSM session runs at a time; the others wait here, so the
-            // blocking pool does not grow threads that would only wait for a session.
-            let task_span = span.clone();
-            let task_state = state.clone();
-            let operation = target.operation;
+            let deadline = tokio::time::Instant::now() + state.time_budget;
             let hsm = snapshot.hsm.clone();
-            let blocking = async move {
-                let slot = match &hsm {
+            let inline = hsm.as_ref().is_some_and(|hsm| hsm.inline_calls());
+            let slot = async {
+                match &hsm {
                     Some(hsm) => hsm.reserve_session().await,
-                    None => None,
-                };
-                tokio::task::spawn_blocking(move || {
-                    let _slot = slot;
-                    task_span.in_scope(|| {
-                        let result =
-                            process(&task_state, &snapshot, &target, &parts, &body, &mut record);
-                        (result, record)
-                    })
-                })
-                .await
+                    None => Ok(None),
+                }
             };
-            match tokio::time::timeout(state.time_budget, blocking).await {
-                Ok(Ok((result, filled))) => {
-                    record = filled;
-                    result
-                }
-                Ok(Err(error)) => {
-                    span.in_scope(|| tracing::error!(%error, "XKS request task failed"));
-                    record = AuditRecord {
-                        operation: operation.as_str().to_owned(),
-                        ..AuditRecord::default()
-                    };
-                    Err(XksError::internal())
-                }
-                Err(_) => {
-                    span.in_scope(|| {
-                        tracing::warn!(budget = ?state.time_budget, "XKS request exceeded its time budget");
+            match tokio::time::timeout_at(deadline, slot).await {
+                Err(_) => Err(span.in_scope(|| hsm_timeout(&state))),
+                Ok(Err(error)) => Err(span.in_scope(|| {
+                    request::service_error(crate::service::ServiceError::from_hsm(error))
+                })),
+                Ok(Ok(_slot)) if inline => span
+                    .in_scope(|| process(&state, &snapshot, &target, &parts, &body, &mut record)),
+                Ok(Ok(slot)) => {
+                    let task_span = span.clone();
+                    let task_state = state.clone();
+                    let operation = target.operation;
+                    let blocking = tokio::task::spawn_blocking(move || {
+                        let _slot = slot;
+                        task_span.in_scope(|| {
+                            let result = process(
+                                &task_state,
+                                &snapshot,
+                                &target,
+                                &parts,
+                                &body,
+                                &mut record,
+                            );
+                            (result, record)
+                        })
                     });
-                    record = AuditRecord {
-                        operation: operation.as_str().to_owned(),
-                        ..AuditRecord::default()
-                    };
-                    Err(XksError::new(
-                        ErrorName::DependencyTimeout,
-                        "the key manager's HSM did not answer within the request time budget; retry",
-                    ))
+                    match tokio::time::timeout_at(deadline, blocking).await {
+                        Ok(Ok((result, filled))) => {
+                            record = filled;
+                            result
+                        }
+                        Ok(Err(error)) => {
+                            span.in_scope(|| tracing::error!(%error, "XKS request task failed"));
+                            record = AuditRecord {
+                                operation: operation.as_str().to_owned(),
+                                ..AuditRecord::default()
+                            };
+                            Err(XksError::internal())
+                        }
+                        Err(_) => {
+                            record = AuditRecord {
+                                operation: operation.as_str().to_owned(),
+                                ..AuditRecord::default()
+                            };
+                            Err(span.in_scope(|| hsm_timeout(&state)))
+                        }
+                    }
                 }
             }
         }
@@ -243,6 +254,15 @@ pub async fn handle(
     };
     let result = span.in_scope(|| audit(&state, operation_name, record, result, started));
     span.in_scope(|| finish(result, started))
+}
+
+/// Logs and builds the error of a request whose HSM work outlasted the time budget.
+fn hsm_timeout(state: &XksState) -> XksError {
+    tracing::warn!(budget = ?state.time_budget, "XKS request exceeded its time budget");
+    XksError::new(
+        ErrorName::DependencyTimeout,
+        "the key manager's HSM did not answer within the request time budget; retry",
+    )
 }
 
 /// Writes the audit record of a request. In fail-closed mode a record that cannot be queued

@@ -229,8 +229,8 @@ pub fn wipe(bytes: &mut [u8]) {
 /// A byte buffer that is wiped with [`wipe`], spare capacity included, when dropped.
 ///
 /// For request bodies and plaintexts, which are too large for the byte-at-a-time wipe of
-/// `zeroize::Zeroizing` to be cheap. It hands out shared access only, so the buffer never
-/// reallocates and leaves an unwiped copy behind.
+/// `zeroize::Zeroizing` to be cheap. No access grows the buffer, so it never reallocates and
+/// leaves an unwiped copy behind.
 #[derive(Default, PartialEq, Eq)]
 pub struct Wiped(Vec<u8>);
 

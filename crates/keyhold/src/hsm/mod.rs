@@ -38,6 +38,9 @@ pub struct HsmConfig {
     pub sessions: usize,
     /// Maximum wait for a free session.
     pub session_wait: Duration,
+    /// Whether the data path makes calls on its own threads; see `inline_calls` in the
+    /// `[root_of_trust]` settings.
+    pub inline_calls: bool,
 }
 
 impl std::fmt::Debug for HsmConfig {
@@ -48,6 +51,7 @@ impl std::fmt::Debug for HsmConfig {
             .field("root_key_label", &self.root_key_label)
             .field("sessions", &self.sessions)
             .field("session_wait", &self.session_wait)
+            .field("inline_calls", &self.inline_calls)
             .finish_non_exhaustive()
     }
 }
@@ -120,12 +124,28 @@ impl Hsm {
         })
     }
 
-    /// Waits until fewer requests than there are sessions are using the module. The permit is
-    /// meant to move into the blocking task and be dropped when its calls are done. `None`
-    /// only if the semaphore were closed, which nothing does; the session pool still limits
-    /// the calls then.
-    pub async fn reserve_session(&self) -> Option<tokio::sync::OwnedSemaphorePermit> {
-        self.callers.clone().acquire_owned().await.ok()
+    /// Waits until fewer requests than there are sessions are using the module, at most the
+    /// configured session wait. The caller holds the permit while its calls run. `None` means
+    /// the semaphore was closed, which nothing does, and the session pool still limits calls.
+    ///
+    /// # Errors
+    ///
+    /// Returns [`HsmError::Timeout`] when no session frees up within the wait.
+    pub async fn reserve_session(
+        &self,
+    ) -> Result<Option<tokio::sync::OwnedSemaphorePermit>, HsmError> {
+        let wait = self.config.session_wait;
+        // `timeout` polls the acquisition before the timer, so a free permit is taken even
+        // with a wait of zero.
+        match tokio::time::timeout(wait, self.callers.clone().acquire_owned()).await {
+            Ok(permit) => Ok(permit.ok()),
+            Err(_) => Err(HsmError::Timeout(wait)),
+        }
+    }
+
+    /// Returns true when the data path makes PKCS#11 calls on the thread serving the request.
+    pub fn inline_calls(&self) -> bool {
+        self.config.inline_calls
     }
 
     /// A description for logs and health reports.

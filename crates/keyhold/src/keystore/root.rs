@@ -181,6 +181,7 @@ pub fn open_root_of_trust(
                 root_key_label: section.root_key_label.clone(),
                 sessions: section.sessions,
                 session_wait: Duration::from_millis(section.session_wait_ms),
+                inline_calls: section.inline_calls,
             };
             let hsm = if create_hsm_root {
                 Hsm::open_or_create_root(config)?

@@ -130,10 +130,18 @@ fn tag_mismatch() -> ServiceError {
 /// Maps an HSM error: a session timeout is a dependency timeout, a failed tag is a bad
 /// ciphertext, and anything else is internal, with the PKCS#11 function and code for the log.
 fn hsm_error(error: HsmError) -> ServiceError {
-    match error {
-        HsmError::Timeout(_) => ServiceError::DependencyTimeout(error.to_string()),
-        HsmError::TagMismatch => tag_mismatch(),
-        other => ServiceError::Internal(format!("HSM failure: {other}")),
+    ServiceError::from_hsm(error)
+}
+
+impl ServiceError {
+    /// The service error for an HSM failure: a timeout stays retryable, a failed tag check
+    /// is an invalid ciphertext, anything else is internal.
+    pub fn from_hsm(error: HsmError) -> Self {
+        match error {
+            HsmError::Timeout(_) => ServiceError::DependencyTimeout(error.to_string()),
+            HsmError::TagMismatch => tag_mismatch(),
+            other => ServiceError::Internal(format!("HSM failure: {other}")),
+        }
     }
 }
 
