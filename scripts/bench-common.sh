@@ -47,36 +47,35 @@ other_ticks() {
         END { print used + 0 }' "$1" "$2"
 }
 
-# run_watched NAME COMMAND...: runs the command while a watcher notes any compiler process,
-# and measures the CPU time that other processes, kernel threads included, used meanwhile.
-# Exits the script when the command fails. Returns 1 when a compiler appeared or the others
-# used more than OTHER_CPU_LIMIT percent of one CPU, because the machine has only two.
+# run_watched NAME COMMAND...: runs the command and measures the CPU time that other
+# processes, kernel threads included, used meanwhile. Nothing polls during the run, because a
+# poller that started processes twice a second added milliseconds to the open-loop p99.
+# Returns 1 when the others used more than OTHER_CPU_LIMIT percent of one CPU (the machine has
+# two) or a compiler runs at the end; exits the script when the command fails.
 run_watched() {
     local name=$1
     shift
-    local flag="$OUT/.disturbed"
-    rm -f "$flag"
-    (while sleep 0.5; do compiler_running && touch "$flag"; done) &
-    local watcher=$!
     process_ticks >"$OUT/.ticks-before"
     local started=$SECONDS status=0
     "$@" || status=$?
     process_ticks >"$OUT/.ticks-after"
     local elapsed=$((SECONDS - started))
-    kill "$watcher" 2>/dev/null || true
-    wait "$watcher" 2>/dev/null || true
     if ((status != 0)); then
         log "FAILED with exit status $status: $*"
         exit 1
     fi
-    local other_percent
+    local other_percent disturbed=0
     other_percent=$(($(other_ticks "$OUT/.ticks-before" "$OUT/.ticks-after") * 100 / TICKS_PER_SECOND / (elapsed > 0 ? elapsed : 1)))
     log "$name: other processes used $other_percent % of one CPU"
     echo "$name $other_percent" >>"$OUT/other-cpu.txt"
     if ((other_percent > OTHER_CPU_LIMIT)); then
-        touch "$flag"
+        disturbed=1
     fi
-    [[ ! -e "$flag" ]]
+    if compiler_running; then
+        log "$name: a compiler was running at the end"
+        disturbed=1
+    fi
+    ((disturbed == 0))
 }
 
 # measure NAME COMMAND...: runs a measurement up to three times until it was undisturbed.

@@ -1,6 +1,6 @@
 //! Criterion micro-benchmarks of the steps of one XKS encrypt request: SigV4 verification,
-//! body parsing with base64 decoding, and encryption with the integrity value on an in-memory
-//! snapshot with a software key.
+//! body parsing with base64 decoding, encryption with the integrity value on an in-memory
+//! snapshot with a software key, and the response body.
 //!
 //! Run with `cargo bench -p keyhold --bench hot_path`. Each benchmark runs for 32-byte and
 //! 4,300-byte plaintexts (a data key, and the largest plaintext AWS KMS sends) with 1 KiB of AAD.
@@ -174,6 +174,30 @@ fn encrypt_with_integrity_value(c: &mut Criterion) {
     group.finish();
 }
 
+fn encode_encrypt_response(c: &mut Criterion) {
+    let mut group = c.benchmark_group("encode_encrypt_response");
+    for size in PLAINTEXT_SIZES {
+        let ciphertext = vec![0x3c; size];
+        group.throughput(Throughput::Bytes(size as u64));
+        group.bench_with_input(
+            BenchmarkId::from_parameter(size),
+            &ciphertext,
+            |b, ciphertext| {
+                b.iter(|| {
+                    body::Base64Object::with_capacity(ciphertext.len() + 96)
+                        .field("authenticationTag", &[0x11; 16])
+                        .field("ciphertext", black_box(ciphertext))
+                        .field("ciphertextMetadata", &[0x01, 0, 0, 0, 1])
+                        .field("initializationVector", &[0x22; 12])
+                        .field("ciphertextDataIntegrityValue", &[0x33; 32])
+                        .finish()
+                });
+            },
+        );
+    }
+    group.finish();
+}
+
 fn configure() -> Criterion {
     // Short runs keep the whole suite near a minute on a small machine; the confidence
     // intervals in the output show whether that was enough.
@@ -185,6 +209,6 @@ fn configure() -> Criterion {
 criterion_group! {
     name = hot_path;
     config = configure();
-    targets = sigv4_verify, parse_encrypt_body, encrypt_with_integrity_value
+    targets = sigv4_verify, parse_encrypt_body, encrypt_with_integrity_value, encode_encrypt_response
 }
 criterion_main!(hot_path);
