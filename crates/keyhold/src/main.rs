@@ -1,8 +1,5 @@
 //! The `keyhold` binary.
 
-#[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
 fn main() -> std::process::ExitCode {
     keyhold::cli::main()
 }
