@@ -39,7 +39,7 @@ fn two_nodes_share_one_postgres_database() {
     assert_eq!(listed.as_array().map(Vec::len), Some(1), "{listed}");
 
     let server_one = Server::start(&first);
-    let server_two = Server::start(&second);
+    let mut server_two = Server::start(&second);
 
     // The admin API works on the shared database: a token made with one node's CLI is
     // accepted by the other node's admin listener, and a change made there reaches both.
@@ -152,6 +152,16 @@ fn two_nodes_share_one_postgres_database() {
             "{name} logged the database password"
         );
     }
+
+    // A node stops cleanly on SIGTERM after its admin API used the database: the PostgreSQL
+    // client must not be dropped on a thread that runs tokio, where it panics.
+    let status = server_two.terminate();
+    let log = server_two.log();
+    assert!(
+        !log.contains("panicked"),
+        "node 2 panicked on shutdown:\n{log}"
+    );
+    assert!(status.success(), "node 2 exited with {status}:\n{log}");
 }
 
 /// How long a killed node may stay in the others' fleet lists: its last heartbeat must age past

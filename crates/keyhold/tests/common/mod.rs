@@ -436,6 +436,27 @@ impl Server {
         &self.log_path
     }
 
+    /// Stops the server with SIGTERM, as systemd does, and returns its exit status.
+    pub(crate) fn terminate(&mut self) -> std::process::ExitStatus {
+        let pid = self.pid().to_string();
+        let status = Command::new("kill")
+            .args(["-TERM", &pid])
+            .status()
+            .expect("run kill");
+        assert!(status.success(), "kill -TERM {pid} failed");
+        let deadline = Instant::now() + Duration::from_secs(15);
+        loop {
+            if let Some(status) = self.child.try_wait().expect("wait for keyhold") {
+                return status;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "keyhold {pid} did not stop within 15 s of SIGTERM"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
     /// Reads everything the server wrote to stderr so far.
     pub(crate) fn log(&self) -> String {
         std::fs::read_to_string(&self.log_path).unwrap_or_default()

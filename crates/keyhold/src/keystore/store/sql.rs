@@ -236,8 +236,9 @@ pub(super) enum Connection {
 /// primary failed over and the URL's `target_session_attrs=read-write` must find the new one.
 pub(super) struct PostgresConnection {
     // `postgres::Client` needs `&mut` for every call, while the store reads through `&self`.
-    // The cell keeps `Store` `Send` and, like a rusqlite connection, not `Sync`.
-    client: RefCell<postgres::Client>,
+    // The cell keeps `Store` `Send` and, like a rusqlite connection, not `Sync`. The client
+    // is only taken out in `drop`.
+    client: RefCell<Option<postgres::Client>>,
     target: PostgresTarget,
     /// Whether this session has run `LISTEN`. A new session after a reconnect has not.
     listening: Cell<bool>,
@@ -248,11 +249,38 @@ pub(super) struct PostgresConnection {
     outage_reported: Cell<bool>,
 }
 
+/// `postgres::Client` runs a runtime of its own, which panics when the client is dropped on a
+/// thread that runs tokio, as the last owner of the admin API's store can at shutdown. Such a
+/// client is closed on a thread of its own instead.
+impl Drop for PostgresConnection {
+    fn drop(&mut self) {
+        let Some(client) = self.client.get_mut().take() else {
+            return;
+        };
+        if tokio::runtime::Handle::try_current().is_err() {
+            return;
+        }
+        let closing = std::thread::Builder::new()
+            .name("keyhold-pg-close".to_owned())
+            .spawn(move || drop(client));
+        match closing {
+            Ok(thread) => {
+                if thread.join().is_err() {
+                    tracing::warn!(database = %self.target, "closing the PostgreSQL connection failed");
+                }
+            }
+            Err(error) => {
+                tracing::warn!(%error, database = %self.target, "cannot start a thread to close the PostgreSQL connection; leaving it to the process exit");
+            }
+        }
+    }
+}
+
 impl PostgresConnection {
     /// Wraps a connected client.
     pub(super) fn new(client: postgres::Client, target: PostgresTarget) -> Self {
         Self {
-            client: RefCell::new(client),
+            client: RefCell::new(Some(client)),
             target,
             listening: Cell::new(false),
             broken: Cell::new(false),
@@ -264,18 +292,22 @@ impl PostgresConnection {
     /// fails because the connection broke returns its error; the next one reconnects.
     fn client(&self) -> Result<RefMut<'_, postgres::Client>, StoreError> {
         let mut client = self.client.borrow_mut();
-        if client.is_closed() || self.broken.get() {
+        let usable = client
+            .as_ref()
+            .is_some_and(|client| !client.is_closed() && !self.broken.get());
+        if !usable {
             // Logged once per outage, not for every statement that tries again.
             if !self.outage_reported.replace(true) {
                 tracing::warn!(database = %self.target, "PostgreSQL connection lost; reconnecting");
             }
-            *client = super::postgres::connect(&self.target)?;
+            *client = Some(super::postgres::connect(&self.target)?);
             self.listening.set(false);
             self.broken.set(false);
             self.outage_reported.set(false);
             tracing::info!(database = %self.target, "reconnected to PostgreSQL");
         }
-        Ok(client)
+        RefMut::filter_map(client, Option::as_mut)
+            .map_err(|_| StoreError::Config(format!("the connection to {} is closed", self.target)))
     }
 
     /// Waits up to `timeout` for a change notification and returns whether one came.
@@ -359,7 +391,12 @@ impl Connection {
             Self::Postgres(connection) => {
                 connection.client()?;
                 let PostgresConnection { client, broken, .. } = &mut **connection;
-                let builder = client.get_mut().build_transaction();
+                let Some(client) = client.get_mut().as_mut() else {
+                    return Err(StoreError::Config(
+                        "the PostgreSQL connection is closed".to_owned(),
+                    ));
+                };
+                let builder = client.build_transaction();
                 let builder = match isolation {
                     Isolation::Snapshot => builder
                         .isolation_level(postgres::IsolationLevel::RepeatableRead)
