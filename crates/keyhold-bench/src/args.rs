@@ -23,9 +23,10 @@ pub(crate) const MAX_AAD_SIZE: usize = 8192;
 #[command(name = "keyhold-bench", version, about, max_term_width = 100)]
 pub(crate) struct Args {
     /// Base URL of the proxy, for example https://localhost:8443 (http:// for a server without
-    /// TLS)
-    #[arg(long, value_name = "URL")]
-    pub(crate) url: String,
+    /// TLS). Repeat the option or give a comma-separated list to spread the connections over
+    /// several nodes as a TCP load balancer would: connection i goes to URL i mod N
+    #[arg(long, value_name = "URL", required = true, value_delimiter = ',')]
+    pub(crate) url: Vec<String>,
 
     /// XksProxyUriPath of the key store, for example /domains/acme/kms/xks/v1
     #[arg(long, value_name = "PATH")]
@@ -47,7 +48,8 @@ pub(crate) struct Args {
     #[arg(long, default_value = "us-east-1")]
     pub(crate) region: String,
 
-    /// Host header to send and sign [default: the host and port of --url]
+    /// Host header to send and sign on every connection [default: the host and port of the
+    /// first --url]
     #[arg(long, value_name = "HOST")]
     pub(crate) host_header: Option<String>,
 
@@ -59,7 +61,7 @@ pub(crate) struct Args {
     #[arg(long)]
     pub(crate) insecure: bool,
 
-    /// TLS server name to send and verify [default: HOST of --url]
+    /// TLS server name to send and verify on every connection [default: HOST of each --url]
     #[arg(long, value_name = "NAME")]
     pub(crate) tls_server_name: Option<String>,
 
@@ -106,9 +108,10 @@ pub(crate) struct Args {
     pub(crate) kms_key_arn: Option<String>,
 
     /// Process id of the server, to report its CPU time (utime + stime from /proc/PID/stat)
-    /// per request. The resolution is one clock tick, 10 ms on Linux
-    #[arg(long, value_name = "PID")]
-    pub(crate) server_pid: Option<u32>,
+    /// per request. Repeat the option or give a comma-separated list for several nodes, whose
+    /// CPU times are summed. The resolution is one clock tick per process, 10 ms on Linux
+    #[arg(long, value_name = "PID", value_delimiter = ',')]
+    pub(crate) server_pid: Vec<u32>,
 
     /// Worker threads of the load generator [default: the CPUs it may run on]
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u16).range(1..=1024))]
@@ -165,6 +168,22 @@ impl Args {
         }
         if self.duration.is_zero() {
             return Err("--duration must be longer than zero".to_owned());
+        }
+        if usize::from(self.connections) < self.url.len() {
+            return Err(format!(
+                "--connections {} is fewer than the {} URLs of --url; give each URL at least \
+                 one connection",
+                self.connections,
+                self.url.len()
+            ));
+        }
+        let mut pids = self.server_pid.clone();
+        pids.sort_unstable();
+        if let Some(pair) = pids.windows(2).find(|pair| pair[0] == pair[1]) {
+            return Err(format!(
+                "--server-pid {} is given twice; its CPU time would be counted twice",
+                pair[0]
+            ));
         }
         Ok(())
     }
@@ -274,6 +293,65 @@ mod tests {
         assert!(parse(&["--rate", "1800"]).is_ok());
         assert!(parse(&["--connections", "0"]).is_err());
         assert!(parse(&["--ca-file", "ca.pem", "--insecure"]).is_err());
+    }
+
+    #[test]
+    fn url_and_server_pid_take_lists() {
+        let args = parse(&[
+            "--url",
+            "https://localhost:8444,https://localhost:8445",
+            "--server-pid",
+            "101",
+            "--server-pid",
+            "102,103",
+        ])
+        .expect("valid");
+        assert_eq!(
+            args.url,
+            [
+                "https://localhost:8443",
+                "https://localhost:8444",
+                "https://localhost:8445"
+            ]
+        );
+        assert_eq!(args.server_pid, [101, 102, 103]);
+    }
+
+    #[test]
+    fn url_is_required_and_pids_are_numbers() {
+        let no_url = Args::try_parse_from([
+            "keyhold-bench",
+            "--uri-path",
+            "/kms/xks/v1",
+            "--access-key-id",
+            "KHABCDEFGHIJKLMNOPQRSTUV",
+        ]);
+        assert!(no_url.is_err());
+        assert!(parse(&["--server-pid", "101,abc"]).is_err());
+        let single = parse(&["--op", "health"]).expect("valid");
+        assert_eq!(single.url, ["https://localhost:8443"]);
+        assert!(single.server_pid.is_empty());
+    }
+
+    #[test]
+    fn validate_rejects_idle_urls_and_repeated_pids() {
+        let urls = "https://localhost:8444,https://localhost:8445";
+        let enough =
+            parse(&["--op", "health", "--url", urls, "--connections", "3"]).expect("valid");
+        assert_eq!(enough.validate(), Ok(()));
+        let too_few =
+            parse(&["--op", "health", "--url", urls, "--connections", "2"]).expect("parses");
+        assert!(
+            too_few
+                .validate()
+                .is_err_and(|e| e.contains("--connections 2 is fewer than the 3 URLs"))
+        );
+        let repeated = parse(&["--op", "health", "--server-pid", "7,8,7"]).expect("parses");
+        assert!(
+            repeated
+                .validate()
+                .is_err_and(|e| e.contains("--server-pid 7 is given twice"))
+        );
     }
 
     #[test]

@@ -127,6 +127,37 @@ impl Target {
     }
 }
 
+/// The servers that the connections are spread over, as a TCP load balancer spreads them over
+/// nodes: connection i goes to target i mod N.
+pub(crate) struct Targets(Vec<Target>);
+
+impl Targets {
+    /// Parses each base URL as [`Target::new`] does, with the same trust and server name.
+    ///
+    /// # Errors
+    ///
+    /// Returns an error for an empty list or for the first URL that [`Target::new`] rejects.
+    pub(crate) fn new(
+        urls: &[String],
+        trust: Option<Trust<'_>>,
+        server_name: Option<&str>,
+    ) -> anyhow::Result<Self> {
+        if urls.is_empty() {
+            bail!("--url is missing; give the base URL of at least one server");
+        }
+        let targets = urls
+            .iter()
+            .map(|url| Target::new(url, trust, server_name))
+            .collect::<anyhow::Result<Vec<_>>>()?;
+        Ok(Self(targets))
+    }
+
+    /// Returns the target of connection `index`, counted from 0.
+    pub(crate) fn for_connection(&self, index: usize) -> &Target {
+        &self.0[index % self.0.len()]
+    }
+}
+
 /// The result of one request on the wire.
 #[derive(Debug)]
 pub(crate) enum SendError {
@@ -317,5 +348,46 @@ mod tests {
             .err()
             .map(|e| e.to_string());
         assert!(error.is_some_and(|e| e.contains("--ca-file")));
+    }
+
+    #[test]
+    fn connections_cycle_over_targets() {
+        let urls = [
+            "http://127.0.0.1:8001".to_owned(),
+            "http://127.0.0.1:8002".to_owned(),
+            "http://127.0.0.1:8003".to_owned(),
+        ];
+        let targets = Targets::new(&urls, None, None).expect("valid");
+        let addresses: Vec<&str> = (0..7)
+            .map(|index| targets.for_connection(index).address.as_str())
+            .collect();
+        assert_eq!(
+            addresses,
+            [
+                "127.0.0.1:8001",
+                "127.0.0.1:8002",
+                "127.0.0.1:8003",
+                "127.0.0.1:8001",
+                "127.0.0.1:8002",
+                "127.0.0.1:8003",
+                "127.0.0.1:8001",
+            ]
+        );
+        let single = Targets::new(&urls[1..2], None, None).expect("valid");
+        assert_eq!(single.for_connection(5).address, "127.0.0.1:8002");
+    }
+
+    #[test]
+    fn targets_reject_empty_list_and_invalid_url() {
+        let empty = Targets::new(&[], None, None).err().map(|e| e.to_string());
+        assert!(empty.is_some_and(|e| e.contains("--url is missing")));
+        let urls = ["http://127.0.0.1:8001".to_owned(), String::new()];
+        let invalid = Targets::new(&urls, None, None).err().map(|e| e.to_string());
+        assert!(
+            invalid
+                .as_deref()
+                .is_some_and(|e| e.contains("invalid --url \"\"")),
+            "{invalid:?}"
+        );
     }
 }

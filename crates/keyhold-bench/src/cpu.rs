@@ -32,6 +32,21 @@ pub(crate) fn cpu_time(process: Process) -> anyhow::Result<Duration> {
     Ok(ticks_to_duration(ticks, per_second))
 }
 
+/// Sums the CPU time of several server processes, such as the nodes of a cluster.
+///
+/// # Errors
+///
+/// Returns an error naming the first process whose CPU time cannot be read, because a sum
+/// that leaves out one process would understate the total.
+pub(crate) fn total_cpu_time(pids: &[u32]) -> anyhow::Result<Duration> {
+    let mut total = Duration::ZERO;
+    for &pid in pids {
+        total += cpu_time(Process::Pid(pid))
+            .with_context(|| format!("cannot read the CPU time of process {pid}"))?;
+    }
+    Ok(total)
+}
+
 /// Parses utime + stime, in clock ticks, from the text of `/proc/PID/stat`.
 ///
 /// The command name in field 2 is in parentheses and may itself contain spaces and
@@ -83,5 +98,33 @@ mod tests {
     #[test]
     fn reads_own_cpu_time() {
         assert!(cpu_time(Process::Current).is_ok());
+    }
+
+    #[test]
+    fn total_adds_each_process() {
+        // Spend a few clock ticks first, so a total that counted one process only would fall
+        // below twice the time read before it.
+        let mut spin = 0u64;
+        while cpu_time(Process::Current).expect("own CPU time") < Duration::from_millis(30) {
+            spin = std::hint::black_box(spin.wrapping_add(1));
+        }
+        let own = std::process::id();
+        let before = cpu_time(Process::Current).expect("own CPU time");
+        let total = total_cpu_time(&[own, own]).expect("total CPU time");
+        let after = cpu_time(Process::Current).expect("own CPU time");
+        assert!(total >= before * 2, "{total:?} < 2 × {before:?}");
+        assert!(total <= after * 2, "{total:?} > 2 × {after:?}");
+        assert_eq!(total_cpu_time(&[]).expect("empty list"), Duration::ZERO);
+    }
+
+    #[test]
+    fn total_names_missing_process() {
+        // Linux pids stay below 2^22, so this one never exists.
+        let error = total_cpu_time(&[std::process::id(), u32::MAX]).expect_err("no such pid");
+        let message = format!("{error:#}");
+        assert!(
+            message.contains(&format!("process {}", u32::MAX)),
+            "{message}"
+        );
     }
 }

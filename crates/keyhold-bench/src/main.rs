@@ -1,7 +1,7 @@
 //! `keyhold-bench`: a load generator for AWS KMS External Key Store (XKS) proxies, Keyhold or
 //! any other. It signs every request with SigV4, sends it over keep-alive HTTPS, and reports
 //! throughput, latency percentiles from an HDR histogram, errors by XKS error name and,
-//! given the server's pid, server CPU time per request.
+//! given the server pids, server CPU time per request.
 
 mod args;
 mod client;
@@ -23,7 +23,7 @@ use hyper::header::HeaderValue;
 use keyhold::auth::Sigv4Secret;
 
 use args::{Args, OutputFormat};
-use client::{Target, Trust};
+use client::{Targets, Trust};
 use report::{Report, RunSettings};
 use runner::RunPlan;
 use signing::Signer;
@@ -75,12 +75,17 @@ fn run(args: &Args) -> anyhow::Result<Report> {
         (None, true) => Some(Trust::Insecure),
         (None, false) => None,
     };
-    let target = Arc::new(Target::new(
+    let targets = Arc::new(Targets::new(
         &args.url,
         trust,
         args.tls_server_name.as_deref(),
     )?);
-    let host = args.host_header.as_deref().unwrap_or(target.authority());
+    // Like a load balancer's clients, every connection sends the same Host header.
+    let first_target = targets.for_connection(0);
+    let host = args
+        .host_header
+        .as_deref()
+        .unwrap_or(first_target.authority());
     let signer = Signer {
         access_key_id: args.access_key_id.clone(),
         secret: Sigv4Secret::new(secret),
@@ -97,22 +102,19 @@ fn run(args: &Args) -> anyhow::Result<Report> {
             .clone()
             .unwrap_or_else(|| default_kms_key_arn(&args.region)),
     };
-    if let Some(pid) = args.server_pid {
-        cpu::cpu_time(cpu::Process::Pid(pid))
-            .with_context(|| format!("cannot read the CPU time of --server-pid {pid}"))?;
-    }
+    cpu::total_cpu_time(&args.server_pid).context("invalid --server-pid")?;
     let plan = RunPlan {
         connections: usize::from(args.connections),
         rate: args.rate,
         warmup: args.warmup,
         duration: args.duration,
         timeout: args.timeout,
-        server_pid: args.server_pid,
+        server_pids: args.server_pid.clone(),
         show_progress: !args.quiet,
     };
 
     let measurement = runtime(args.threads)?.block_on(async {
-        let mut connection = target.connect().await?;
+        let mut connection = first_target.connect().await?;
         let settings = WorkloadSettings {
             uri_path: &args.uri_path,
             key_id: &args.key_id,
@@ -120,11 +122,12 @@ fn run(args: &Args) -> anyhow::Result<Report> {
             payload: &payload,
         };
         let workload = startup::prepare(&mut connection, signer, &settings, args.timeout).await?;
-        runner::run(&plan, target.clone(), Arc::new(workload), connection).await
+        runner::run(&plan, targets.clone(), Arc::new(workload), connection).await
     })?;
 
     let settings = RunSettings {
-        url: args.url.clone(),
+        url: args.url[0].clone(),
+        urls: args.url.clone(),
         uri_path: args.uri_path.clone(),
         operations: args.mix.to_string(),
         rate: args.rate,

@@ -126,8 +126,10 @@ impl Percentiles {
 /// The run's settings, repeated in the report so a saved JSON file explains itself.
 #[derive(Debug, Clone, Serialize)]
 pub(crate) struct RunSettings {
-    /// Base URL.
+    /// First base URL, kept for readers of reports from before `urls`.
     pub(crate) url: String,
+    /// Every base URL. Connection i went to URL i mod N.
+    pub(crate) urls: Vec<String>,
     /// `XksProxyUriPath`.
     pub(crate) uri_path: String,
     /// Operations with weights.
@@ -151,9 +153,11 @@ pub(crate) struct RunSettings {
 /// Server CPU use during the measured part of the run.
 #[derive(Debug, Clone, Serialize)]
 pub(crate) struct ServerCpu {
-    /// The server's process id.
+    /// The first server process id, kept for readers of reports from before `pids`.
     pub(crate) pid: u32,
-    /// utime + stime used, seconds.
+    /// Every server process id whose CPU time is counted.
+    pub(crate) pids: Vec<u32>,
+    /// utime + stime used by all of them, seconds.
     pub(crate) cpu_seconds: f64,
     /// CPU seconds per elapsed second, in percent of one CPU.
     pub(crate) percent_of_one_cpu: f64,
@@ -214,8 +218,8 @@ pub(crate) struct Measurement {
     pub(crate) stats: Stats,
     /// Measured time.
     pub(crate) elapsed: Duration,
-    /// Server pid and its CPU time over the measured time.
-    pub(crate) server_cpu: Option<(u32, Duration)>,
+    /// Server pids and their total CPU time over the measured time.
+    pub(crate) server_cpu: Option<(Vec<u32>, Duration)>,
     /// The generator's CPU time over the measured time.
     pub(crate) generator_cpu: Option<Duration>,
 }
@@ -250,12 +254,16 @@ impl Report {
         let per_second = |count: u64| count as f64 / elapsed;
         #[allow(clippy::cast_precision_loss)]
         let sent = requests.max(1) as f64;
-        let server_cpu = measurement.server_cpu.map(|(pid, cpu)| ServerCpu {
-            pid,
-            cpu_seconds: round(cpu.as_secs_f64(), 3),
-            percent_of_one_cpu: round(cpu.as_secs_f64() / elapsed * 100.0, 1),
-            us_per_request: round(cpu.as_secs_f64() * 1e6 / sent, 2),
-        });
+        let server_cpu = measurement
+            .server_cpu
+            .as_ref()
+            .map(|(pids, cpu)| ServerCpu {
+                pid: pids.first().copied().unwrap_or_default(),
+                pids: pids.clone(),
+                cpu_seconds: round(cpu.as_secs_f64(), 3),
+                percent_of_one_cpu: round(cpu.as_secs_f64() / elapsed * 100.0, 1),
+                us_per_request: round(cpu.as_secs_f64() * 1e6 / sent, 2),
+            });
         Self {
             send_delay_us: settings
                 .rate
@@ -295,15 +303,24 @@ impl Report {
         } else {
             "no integrity value"
         };
+        let target = if settings.urls.len() > 1 {
+            format!("{} on {} URLs", settings.uri_path, settings.urls.len())
+        } else {
+            format!("{}{}", settings.url, settings.uri_path)
+        };
         let _ = writeln!(
             text,
-            "{}{}: {mode}, {} connections, {} ({}-byte plaintext, {aad}, {integrity})",
-            settings.url,
-            settings.uri_path,
-            settings.connections,
-            settings.operations,
-            settings.plaintext_size,
+            "{target}: {mode}, {} connections, {} ({}-byte plaintext, {aad}, {integrity})",
+            settings.connections, settings.operations, settings.plaintext_size,
         );
+        if settings.urls.len() > 1 {
+            let _ = writeln!(
+                text,
+                "URLs         {}; connection i goes to URL i mod {}",
+                settings.urls.join(", "),
+                settings.urls.len()
+            );
+        }
         let _ = writeln!(
             text,
             "measured     {:.2} s after a {:.2} s warm-up",
@@ -339,10 +356,15 @@ impl Report {
             );
         }
         if let Some(cpu) = &self.server_cpu {
+            let pids: Vec<String> = cpu.pids.iter().map(u32::to_string).collect();
+            let label = if pids.len() == 1 { "PID" } else { "PIDs" };
             let _ = writeln!(
                 text,
-                "server CPU   {:.1} µs per request (PID {}: {:.2} s CPU, {:.1} % of one CPU)",
-                cpu.us_per_request, cpu.pid, cpu.cpu_seconds, cpu.percent_of_one_cpu
+                "server CPU   {:.1} µs per request ({label} {}: {:.2} s CPU, {:.1} % of one CPU)",
+                cpu.us_per_request,
+                pids.join(", "),
+                cpu.cpu_seconds,
+                cpu.percent_of_one_cpu
             );
         }
         if let Some(percent) = self.generator_cpu_percent {
@@ -388,6 +410,7 @@ mod tests {
     fn settings(rate: Option<f64>) -> RunSettings {
         RunSettings {
             url: "https://localhost:8443".to_owned(),
+            urls: vec!["https://localhost:8443".to_owned()],
             uri_path: "/domains/acme/kms/xks/v1".to_owned(),
             operations: "encrypt".to_owned(),
             rate,
@@ -414,7 +437,7 @@ mod tests {
         Measurement {
             stats,
             elapsed: Duration::from_secs(2),
-            server_cpu: Some((4242, Duration::from_millis(50))),
+            server_cpu: Some((vec![4242], Duration::from_millis(50))),
             generator_cpu: Some(Duration::from_millis(500)),
         }
     }
@@ -485,6 +508,42 @@ mod tests {
         assert_eq!(json["settings"]["rate"], 1800.0);
         assert!(json["send_delay_us"].is_object());
         assert!(json.get("operations").is_none());
+    }
+
+    #[test]
+    fn report_lists_every_url_and_pid() {
+        let mut settings = settings(None);
+        settings.urls = vec![
+            "https://localhost:8443".to_owned(),
+            "https://localhost:8444".to_owned(),
+        ];
+        let mut measurement = measurement(stats_one_to_thousand());
+        measurement.server_cpu = Some((vec![4242, 4243], Duration::from_millis(80)));
+        let report = Report::new(settings, &measurement, false);
+
+        let json = serde_json::to_value(&report).expect("serializes");
+        assert_eq!(json["settings"]["url"], "https://localhost:8443");
+        assert_eq!(
+            json["settings"]["urls"],
+            serde_json::json!(["https://localhost:8443", "https://localhost:8444"])
+        );
+        assert_eq!(json["server_cpu"]["pid"], 4242);
+        assert_eq!(json["server_cpu"]["pids"], serde_json::json!([4242, 4243]));
+        assert_eq!(json["server_cpu"]["us_per_request"], 80.0);
+
+        let text = report.to_text();
+        assert!(
+            text.contains("/domains/acme/kms/xks/v1 on 2 URLs: closed loop"),
+            "{text}"
+        );
+        assert!(
+            text.contains(
+                "URLs         https://localhost:8443, https://localhost:8444; connection i goes \
+                 to URL i mod 2"
+            ),
+            "{text}"
+        );
+        assert!(text.contains("(PIDs 4242, 4243: 0.08 s CPU"), "{text}");
     }
 
     #[test]

@@ -13,7 +13,7 @@ use tokio::sync::Mutex;
 use tokio::sync::mpsc::{self, UnboundedReceiver};
 use tokio::task::JoinSet;
 
-use crate::client::{Connection, SendError, Target};
+use crate::client::{Connection, SendError, Targets};
 use crate::cpu::{self, Process};
 use crate::report::{Measurement, Stats};
 use crate::schedule::{Schedule, pace};
@@ -35,8 +35,8 @@ pub(crate) struct RunPlan {
     pub(crate) duration: Duration,
     /// Time limit for one request.
     pub(crate) timeout: Duration,
-    /// Server process whose CPU time to measure.
-    pub(crate) server_pid: Option<u32>,
+    /// Server processes whose summed CPU time to measure. Empty for none.
+    pub(crate) server_pids: Vec<u32>,
     /// Whether to draw the progress bar.
     pub(crate) show_progress: bool,
 }
@@ -56,7 +56,8 @@ type Tickets = Arc<Mutex<UnboundedReceiver<Instant>>>;
 
 /// Opens the connections, runs the plan and returns what was measured.
 ///
-/// `first` is the connection the start-up checks used; it is reused.
+/// Connection i goes to `targets.for_connection(i)`. `first` is the connection the start-up
+/// checks used, to the target of connection 0; it is reused.
 ///
 /// # Errors
 ///
@@ -64,19 +65,23 @@ type Tickets = Arc<Mutex<UnboundedReceiver<Instant>>>;
 /// cannot start.
 pub(crate) async fn run(
     plan: &RunPlan,
-    target: Arc<Target>,
+    targets: Arc<Targets>,
     workload: Arc<Workload>,
     first: Connection,
 ) -> anyhow::Result<Measurement> {
     let mut connections = vec![first];
     for number in 1..plan.connections {
-        let connection = target.connect().await.with_context(|| {
-            format!(
-                "cannot open connection {} of {}",
-                number + 1,
-                plan.connections
-            )
-        })?;
+        let connection = targets
+            .for_connection(number)
+            .connect()
+            .await
+            .with_context(|| {
+                format!(
+                    "cannot open connection {} of {}",
+                    number + 1,
+                    plan.connections
+                )
+            })?;
         connections.push(connection);
     }
 
@@ -98,17 +103,17 @@ pub(crate) async fn run(
     };
     let progress = Arc::new(Progress::new(plan.show_progress, start, window));
     let updater = tokio::spawn(progress.clone().update_until_end());
-    let server_pid = plan.server_pid;
+    let server_pids = plan.server_pids.clone();
     let cpu_at_start = tokio::spawn(async move {
         tokio::time::sleep_until(measure_start.into()).await;
-        sample_cpu(server_pid)
+        sample_cpu(&server_pids)
     });
 
     let mut workers = JoinSet::new();
     for (index, connection) in connections.into_iter().enumerate() {
         let worker = Worker {
             index,
-            target: target.clone(),
+            targets: targets.clone(),
             workload: workload.clone(),
             window,
             timeout: plan.timeout,
@@ -129,7 +134,7 @@ pub(crate) async fn run(
             .context("the open-loop pacer panicked")?
             .context("the open-loop pacer failed")?;
     }
-    let (server_after, generator_after) = sample_cpu(server_pid);
+    let (server_after, generator_after) = sample_cpu(&plan.server_pids);
     updater.abort();
     progress.bar.finish_and_clear();
 
@@ -142,14 +147,17 @@ pub(crate) async fn run(
     Ok(Measurement {
         stats,
         elapsed: finish.saturating_duration_since(measure_start),
-        server_cpu: server_pid.zip(used(server_before, server_after)),
+        server_cpu: used(server_before, server_after).map(|cpu| (plan.server_pids.clone(), cpu)),
         generator_cpu: used(generator_before, generator_after),
     })
 }
 
-/// Reads the server's and the generator's CPU time; a failed read gives `None`.
-fn sample_cpu(server_pid: Option<u32>) -> (Option<Duration>, Option<Duration>) {
-    let server = server_pid.and_then(|pid| cpu::cpu_time(Process::Pid(pid)).ok());
+/// Reads the servers' total and the generator's CPU time. A failed read gives `None`, and so
+/// does an empty list of servers.
+fn sample_cpu(server_pids: &[u32]) -> (Option<Duration>, Option<Duration>) {
+    let server = (!server_pids.is_empty())
+        .then(|| cpu::total_cpu_time(server_pids).ok())
+        .flatten();
     let generator = cpu::cpu_time(Process::Current).ok();
     (server, generator)
 }
@@ -157,7 +165,7 @@ fn sample_cpu(server_pid: Option<u32>) -> (Option<Duration>, Option<Duration>) {
 /// One connection's loop.
 struct Worker {
     index: usize,
-    target: Arc<Target>,
+    targets: Arc<Targets>,
     workload: Arc<Workload>,
     window: Window,
     timeout: Duration,
@@ -264,7 +272,8 @@ impl Worker {
         }
         if connection.is_none() {
             let opened = self
-                .target
+                .targets
+                .for_connection(self.index)
                 .connect()
                 .await
                 .map_err(|error| format!("{error:#}"))?;
