@@ -1,6 +1,7 @@
-# Shared by scripts/bench and scripts/bench-scale: waiting for a quiet machine, measuring
-# what other processes used during a run, and repeating disturbed runs. Source it after
-# setting OUT (results directory) and SERVER_PID (empty while no server runs).
+# Shared by scripts/bench, scripts/bench-scale and scripts/bench-cluster: waiting for a quiet
+# machine, measuring what other processes used during a run, and repeating disturbed runs.
+# Source it after setting OUT (results directory) and SERVER_PID (empty while no server runs,
+# or the pids of several servers separated by spaces).
 
 LOG="$OUT/log.txt"
 OTHER_CPU_LIMIT=${OTHER_CPU_LIMIT:-25}
@@ -36,15 +37,23 @@ process_ticks() {
     done | awk 'NF >= 4 { print $1, $2, $(NF - 1) + $NF }'
 }
 
-# other_ticks BEFORE AFTER: prints the ticks used between two process_ticks snapshots by
-# processes other than the server, the load generators and this script.
+# Prints the pids of helper processes that the script started for its runs, such as a database
+# server, one a line. Their CPU time is part of the system under test, not a disturbance. A
+# script that starts helpers redefines this function after sourcing this file.
+service_pids() { :; }
+
+# other_ticks BEFORE AFTER [PID...]: prints the ticks used between two process_ticks snapshots
+# by processes other than the servers, the given pids, the load generators and this script.
 other_ticks() {
-    awk -v server="$SERVER_PID" -v script="$$" '
+    local before=$1 after=$2
+    shift 2
+    awk -v excluded="$SERVER_PID $*" -v script="$$" '
+        BEGIN { count = split(excluded, pids, " "); for (i = 1; i <= count; i++) skip[pids[i]] = 1 }
         NR == FNR { before[$1] = $3; next }
-        $1 == server || $1 == script { next }
+        ($1 in skip) || $1 == script { next }
         $2 ~ /^(keyhold-bench|wrk|taskset|sh|bash|sleep|pgrep|python3|awk|sed)$/ { next }
         { used += $3 - before[$1] }
-        END { print used + 0 }' "$1" "$2"
+        END { print used + 0 }' "$before" "$after"
 }
 
 # run_watched NAME COMMAND...: runs the command and measures the CPU time that other
@@ -55,17 +64,22 @@ other_ticks() {
 run_watched() {
     local name=$1
     shift
+    local helpers
+    helpers=$(service_pids)
     process_ticks >"$OUT/.ticks-before"
     local started=$SECONDS status=0
     "$@" || status=$?
     process_ticks >"$OUT/.ticks-after"
+    helpers+=" $(service_pids)"
     local elapsed=$((SECONDS - started))
     if ((status != 0)); then
         log "FAILED with exit status $status: $*"
         exit 1
     fi
     local other_percent disturbed=0
-    other_percent=$(($(other_ticks "$OUT/.ticks-before" "$OUT/.ticks-after") * 100 / TICKS_PER_SECOND / (elapsed > 0 ? elapsed : 1)))
+    # $helpers is split into one argument per pid on purpose.
+    # shellcheck disable=SC2086
+    other_percent=$(($(other_ticks "$OUT/.ticks-before" "$OUT/.ticks-after" $helpers) * 100 / TICKS_PER_SECOND / (elapsed > 0 ? elapsed : 1)))
     log "$name: other processes used $other_percent % of one CPU"
     echo "$name $other_percent" >>"$OUT/other-cpu.txt"
     if ((other_percent > OTHER_CPU_LIMIT)); then
@@ -97,10 +111,12 @@ measure() {
     echo "$name" >>"$OUT/disturbed.txt"
 }
 
-# Stops the server started by the script, if any.
+# Stops the servers started by the script, if any.
 stop_server() {
-    if [[ -n "$SERVER_PID" ]]; then
-        kill "$SERVER_PID" 2>/dev/null || true
-        wait "$SERVER_PID" 2>/dev/null || true
-            fi
+    local pids
+    read -ra pids <<<"$SERVER_PID"
+    if ((${#pids[@]})); then
+        kill "${pids[@]}" 2>/dev/null || true
+        wait "${pids[@]}" 2>/dev/null || true
+    fi
 }
