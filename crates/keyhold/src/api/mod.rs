@@ -190,8 +190,11 @@ pub async fn handle(
             // the module fast with `inline_calls`. Requests beyond the number of sessions wait
             // here, at most the session wait, because on the pool they would only hold threads.
             // The time budget turns a slow HSM into a retryable error before AWS KMS times out.
+            // A health check mostly returns the cached deep check, and its own HSM probe
+            // tolerates busy sessions, so it takes no permit and never runs inline.
             let deadline = tokio::time::Instant::now() + state.time_budget;
-            let hsm = snapshot.hsm.clone();
+            let is_health = target.operation == Operation::Health;
+            let hsm = snapshot.hsm.clone().filter(|_| !is_health);
             let inline = hsm.as_ref().is_some_and(|hsm| hsm.inline_calls());
             let slot = async {
                 match &hsm {

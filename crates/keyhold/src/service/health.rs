@@ -7,7 +7,7 @@ use std::sync::{Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 use crate::crypto;
-use crate::hsm::{Hsm, HsmKey};
+use crate::hsm::{Hsm, HsmError, HsmKey};
 use crate::keystore::model::DomainStatus;
 use crate::keystore::snapshot::{DomainView, HSM_HEALTH_KEY_LABEL, Snapshot};
 
@@ -104,10 +104,17 @@ pub struct CheckResult {
     pub hsm: Option<Result<(), String>>,
 }
 
+/// How long every HSM probe may find all sessions busy before the check reports the HSM
+/// failed. A pool busy with requests says nothing about the HSM, but one that stays busy this
+/// long suggests calls that do not return.
+pub const HSM_BUSY_GRACE: Duration = Duration::from_secs(5);
+
 /// The last deep-check result and when it was taken.
 #[derive(Debug, Default)]
 pub struct HealthCache {
     last: Mutex<Option<(Instant, CheckResult)>>,
+    /// Since when every HSM probe found no free session; `None` once a probe got one.
+    hsm_busy_since: Mutex<Option<Instant>>,
 }
 
 impl HealthCache {
@@ -126,9 +133,13 @@ impl HealthCache {
         {
             return result.clone();
         }
+        let previous_hsm = last.as_ref().and_then(|(_, result)| result.hsm.clone());
         let result = CheckResult {
             software: deep_check(snapshot),
-            hsm: snapshot.hsm.as_deref().map(hsm_check),
+            hsm: snapshot
+                .hsm
+                .as_deref()
+                .map(|hsm| self.judge_hsm_probe(hsm_check(hsm), previous_hsm)),
         };
         if let Err(error) = &result.software {
             tracing::error!(%error, "deep health check failed");
@@ -139,6 +150,50 @@ impl HealthCache {
         *last = Some((Instant::now(), result.clone()));
         result
     }
+
+    /// Turns an HSM probe into a check result. A probe that found every session busy keeps the
+    /// previous result until the sessions have stayed busy for [`HSM_BUSY_GRACE`].
+    fn judge_hsm_probe(
+        &self,
+        probe: HsmProbe,
+        previous: Option<Result<(), String>>,
+    ) -> Result<(), String> {
+        let mut busy_since = self
+            .hsm_busy_since
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        match probe {
+            HsmProbe::Passed => {
+                *busy_since = None;
+                Ok(())
+            }
+            HsmProbe::Failed(error) => {
+                *busy_since = None;
+                Err(error)
+            }
+            HsmProbe::Busy(error) => {
+                let busy_for = busy_since.get_or_insert_with(Instant::now).elapsed();
+                if busy_for < HSM_BUSY_GRACE {
+                    tracing::debug!(%error, ?busy_for, "HSM health probe found every session busy");
+                    previous.unwrap_or(Ok(()))
+                } else {
+                    Err(format!(
+                        "{error}; every session has been busy for {}s",
+                        busy_for.as_secs()
+                    ))
+                }
+            }
+        }
+    }
+}
+
+/// Outcome of one HSM round trip.
+#[derive(Debug)]
+enum HsmProbe {
+    Passed,
+    /// No session was free within the session wait.
+    Busy(String),
+    Failed(String),
 }
 
 /// The node's status: `UNAVAILABLE` when software keys fail, `DEGRADED` when the HSM fails or
@@ -200,21 +255,27 @@ fn fleet_details(
 }
 
 /// Encrypts and decrypts 32 random bytes with the HSM health key.
-fn hsm_check(hsm: &Hsm) -> Result<(), String> {
-    let probe = crypto::generate_key().map_err(|error| error.to_string())?;
+fn hsm_check(hsm: &Hsm) -> HsmProbe {
+    let failed = |error: HsmError| match error {
+        HsmError::Timeout(_) => HsmProbe::Busy(error.to_string()),
+        other => HsmProbe::Failed(other.to_string()),
+    };
+    let mut probe = zeroize::Zeroizing::new([0u8; crypto::KEY_LEN]);
     let mut iv = [0u8; crypto::IV_LEN];
-    crypto::fill_random(&mut iv).map_err(|error| error.to_string())?;
+    if let Err(error) =
+        crypto::fill_random(probe.as_mut()).and_then(|()| crypto::fill_random(&mut iv))
+    {
+        return HsmProbe::Failed(error.to_string());
+    }
     let key = HsmKey::Label(HSM_HEALTH_KEY_LABEL);
-    let (ciphertext, tag) = hsm
-        .encrypt(key, &iv, probe.as_ref(), HEALTH_AAD)
-        .map_err(|error| error.to_string())?;
-    let opened = hsm
-        .decrypt(key, &iv, &ciphertext, &tag, HEALTH_AAD)
-        .map_err(|error| error.to_string())?;
-    if *opened == *probe {
-        Ok(())
-    } else {
-        Err("HSM health key round trip returned different bytes".to_owned())
+    let (ciphertext, tag) = match hsm.encrypt(key, &iv, probe.as_ref(), HEALTH_AAD) {
+        Ok(sealed) => sealed,
+        Err(error) => return failed(error),
+    };
+    match hsm.decrypt(key, &iv, &ciphertext, &tag, HEALTH_AAD) {
+        Ok(opened) if *opened == *probe => HsmProbe::Passed,
+        Ok(_) => HsmProbe::Failed("HSM health key round trip returned different bytes".to_owned()),
+        Err(error) => failed(error),
     }
 }
 
@@ -248,6 +309,30 @@ pub fn deep_check(snapshot: &Snapshot) -> Result<(), String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn busy_hsm_keeps_last_result_within_grace() {
+        let cache = HealthCache::default();
+        let busy = || HsmProbe::Busy("no free HSM session within 0ns".to_owned());
+
+        assert_eq!(cache.judge_hsm_probe(busy(), Some(Ok(()))), Ok(()));
+        assert_eq!(cache.judge_hsm_probe(busy(), None), Ok(()));
+        let failed = Err("device error".to_owned());
+        assert_eq!(cache.judge_hsm_probe(busy(), Some(failed.clone())), failed);
+
+        // Busy for longer than the grace period counts as a failure.
+        let long_ago = Instant::now().checked_sub(HSM_BUSY_GRACE + Duration::from_secs(1));
+        *cache.hsm_busy_since.lock().expect("lock") = long_ago;
+        let error = cache
+            .judge_hsm_probe(busy(), Some(Ok(())))
+            .expect_err("busy past the grace period");
+        assert!(error.contains("every session has been busy for"), "{error}");
+
+        // A probe that gets a session ends the busy period.
+        assert_eq!(cache.judge_hsm_probe(HsmProbe::Passed, None), Ok(()));
+        assert!(cache.hsm_busy_since.lock().expect("lock").is_none());
+        assert_eq!(cache.judge_hsm_probe(busy(), Some(Ok(()))), Ok(()));
+    }
 
     fn check(software: bool, hsm: Option<bool>) -> CheckResult {
         let outcome = |ok: bool| if ok { Ok(()) } else { Err("failed".to_owned()) };
