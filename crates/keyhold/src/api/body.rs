@@ -129,6 +129,15 @@ pub struct CryptoInputs {
 ///
 /// Returns `ValidationException` naming the problem.
 pub fn parse_request(body: &[u8], operation: Operation) -> Result<RequestBody<'_>, XksError> {
+    // serde reads a struct from a JSON array too, taking the fields by position.
+    let first = body
+        .iter()
+        .find(|byte| !matches!(byte, b' ' | b'\t' | b'\n' | b'\r'));
+    if first != Some(&b'{') {
+        return Err(XksError::validation(
+            "request body is not a JSON object; send the XKS request fields in one object",
+        ));
+    }
     let request: RequestBody<'_> = serde_json::from_slice(body).map_err(|error| {
         XksError::validation(format!("request body is not a valid XKS request: {error}"))
     })?;
@@ -463,6 +472,22 @@ mod tests {
         assert_eq!(parsed, expected);
         assert_eq!(body, br#"{"ciphertext":"AP8Q","authenticationTag":""}"#);
         assert_eq!(Base64Object::with_capacity(0).finish(), b"{}");
+    }
+
+    #[test]
+    fn non_object_bodies_are_rejected() {
+        let object = encrypt_body(r#""plaintext":"QUFB","encryptionAlgorithm":"AES_GCM""#);
+        assert!(parse_request(&object, Operation::Encrypt).is_ok());
+        let mut padded = b" \n\t".to_vec();
+        padded.extend_from_slice(&object);
+        assert!(parse_request(&padded, Operation::Encrypt).is_ok());
+
+        let array = format!(r#"[{{{METADATA}}},"QUFB","AES_GCM",null,null,null,null,null,null]"#);
+        for body in [array.as_bytes(), b"[]", b"null", b"\"text\"", b"", b"  "] {
+            let error = parse_request(body, Operation::Encrypt).expect_err("not an object");
+            assert_eq!(error.name(), ErrorName::Validation);
+            assert!(error.message().contains("not a JSON object"), "{error}");
+        }
     }
 
     #[test]
