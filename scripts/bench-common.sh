@@ -59,8 +59,8 @@ other_ticks() {
 # run_watched NAME COMMAND...: runs the command and measures the CPU time that other
 # processes, kernel threads included, used meanwhile. Nothing polls during the run, because a
 # poller that started processes twice a second added milliseconds to the open-loop p99.
-# Returns 1 when the others used more than OTHER_CPU_LIMIT percent of one CPU (the machine has
-# two) or a compiler runs at the end; exits the script when the command fails.
+# Returns 1 when the others used more than OTHER_CPU_LIMIT percent of one CPU or a compiler
+# runs at the end. Exits the script when the command fails.
 run_watched() {
     local name=$1
     shift

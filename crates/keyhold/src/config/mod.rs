@@ -203,9 +203,9 @@ pub struct Pkcs11Section {
     #[serde(default = "default_session_wait_ms")]
     pub session_wait_ms: u64,
     /// Make PKCS#11 calls on the thread that serves the request instead of handing them to
-    /// the blocking thread pool. Only for a module in this process that answers within
-    /// microseconds, such as SoftHSMv2: a call that hangs would stall every request that
-    /// thread serves, and the time budget cannot interrupt it.
+    /// the blocking thread pool. Only for a module in this process whose calls take
+    /// microseconds, such as SoftHSMv2, because a call that hangs would stall every request
+    /// that thread serves and the time budget cannot interrupt it.
     #[serde(default)]
     pub inline_calls: bool,
 }
@@ -587,7 +587,7 @@ pub fn pkcs11_root_section(
          sessions = 4\n\
          session_wait_ms = 100\n\
          # true makes PKCS#11 calls on the thread serving the request, saving two thread\n\
-         # hand-offs per request. Only for a module in this process that answers within\n\
+         # hand-offs per request. Only for a module in this process whose calls take\n\
          # microseconds, such as SoftHSMv2, never for a network HSM.\n\
          inline_calls = false\n",
         module = quote(&module.to_string_lossy()),

@@ -105,8 +105,8 @@ pub struct CheckResult {
 }
 
 /// How long every HSM probe may find all sessions busy before the check reports the HSM
-/// failed. A pool busy with requests says nothing about the HSM, but one that stays busy this
-/// long suggests calls that do not return.
+/// failed. A pool busy with requests is no sign of a fault, but one that stays busy this long
+/// suggests calls that do not return.
 pub const HSM_BUSY_GRACE: Duration = Duration::from_secs(5);
 
 /// The last deep-check result and when it was taken.

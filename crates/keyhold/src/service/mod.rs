@@ -92,7 +92,7 @@ impl Cipher<'_> {
                     .map_err(|error| ServiceError::Internal(error.to_string()))?;
                 let (ciphertext, tag) = hsm
                     .encrypt(HsmKey::Label(label), &iv, plaintext, aad)
-                    .map_err(hsm_error)?;
+                    .map_err(ServiceError::from_hsm)?;
                 Ok(Sealed {
                     iv,
                     ciphertext,
@@ -116,7 +116,7 @@ impl Cipher<'_> {
                 .map_err(|_| tag_mismatch()),
             Self::Hsm(hsm, label) => hsm
                 .decrypt(HsmKey::Label(label), iv, ciphertext, tag, aad)
-                .map_err(hsm_error),
+                .map_err(ServiceError::from_hsm),
         }
     }
 }
@@ -127,15 +127,9 @@ fn tag_mismatch() -> ServiceError {
     )
 }
 
-/// Maps an HSM error: a session timeout is a dependency timeout, a failed tag is a bad
-/// ciphertext, and anything else is internal, with the PKCS#11 function and code for the log.
-fn hsm_error(error: HsmError) -> ServiceError {
-    ServiceError::from_hsm(error)
-}
-
 impl ServiceError {
-    /// The service error for an HSM failure: a timeout stays retryable, a failed tag check
-    /// is an invalid ciphertext, anything else is internal.
+    /// Maps an HSM error: a session timeout is a dependency timeout, a failed tag is a bad
+    /// ciphertext, and anything else is internal, with the PKCS#11 function and code for the log.
     pub fn from_hsm(error: HsmError) -> Self {
         match error {
             HsmError::Timeout(_) => ServiceError::DependencyTimeout(error.to_string()),
