@@ -168,6 +168,18 @@ mod tests {
     use super::*;
 
     #[test]
+    fn quota_maximum_matches_the_store() {
+        let document = document();
+        let maximum = &document["components"]["schemas"]["CreateDomainRequest"]["properties"]["quotaRps"]
+            ["maximum"];
+        assert_eq!(
+            maximum.as_u64(),
+            Some(u64::from(crate::keystore::MAX_QUOTA_RPS)),
+            "{maximum}"
+        );
+    }
+
+    #[test]
     fn document_covers_routes_and_schemas() {
         let document = document();
         assert_eq!(document["openapi"], "3.1.0");

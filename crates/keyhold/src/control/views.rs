@@ -68,7 +68,7 @@ pub struct CreateDomainRequest {
     pub uri_prefix: Option<String>,
     /// Request quota in requests per second.
     #[serde(default)]
-    #[schema(minimum = 1)]
+    #[schema(minimum = 1, maximum = 1_000_000)]
     pub quota_rps: Option<u32>,
 }
 

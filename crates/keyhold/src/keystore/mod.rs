@@ -34,6 +34,9 @@ const ACCESS_KEY_ID_LEN: usize = 24;
 /// Prefix of generated access key ids, so secret scanners and people can recognize them.
 const ACCESS_KEY_ID_PREFIX: &str = "KH";
 
+/// Largest per-domain request quota, in requests per second; far above what one node serves.
+pub const MAX_QUOTA_RPS: u32 = 1_000_000;
+
 /// Attributes of a domain to create.
 #[derive(Debug, Clone, Default)]
 pub struct NewDomain {
@@ -158,6 +161,11 @@ impl KeyStore {
             return Err(Error::Invalid(
                 "quota must be at least 1 request per second; omit it for no quota".to_owned(),
             ));
+        }
+        if let Some(quota) = new.quota_rps.filter(|quota| *quota > MAX_QUOTA_RPS) {
+            return Err(Error::Invalid(format!(
+                "quota of {quota} requests per second is above the maximum of {MAX_QUOTA_RPS}; omit it for no quota"
+            )));
         }
         let domain = Domain {
             id: id.to_owned(),
@@ -500,6 +508,12 @@ mod tests {
             .expect("key");
         assert!(keys.create_key(&NewKey::with_id("acme", "k1")).is_err());
         assert!(keys.create_key(&NewKey::with_id("nope", "k1")).is_err());
+        let huge_quota = NewDomain {
+            id: "huge".to_owned(),
+            quota_rps: Some(MAX_QUOTA_RPS + 1),
+            ..NewDomain::default()
+        };
+        assert!(keys.create_domain(&huge_quota).is_err());
         let zero_quota = NewDomain {
             quota_rps: Some(0),
             ..domain("zero", None)
