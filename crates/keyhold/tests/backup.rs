@@ -13,7 +13,7 @@ use std::process::{Command, Stdio};
 
 use common::{
     CliOutput, Credential, DataDir, KEYHOLD, KMS_KEY_ARN, Server, decrypt_request, encrypt_request,
-    unb64,
+    metadata_version, unb64,
 };
 use serde_json::Value;
 
@@ -113,19 +113,6 @@ fn assert_decrypts(server: &Server, credential: &Credential, key_id: &str, encry
         PLAINTEXT,
         "decrypt {key_id}"
     );
-}
-
-/// The key version named in an encrypt response's `ciphertextMetadata`: a format byte, then
-/// the version as a 32-bit big-endian number.
-fn metadata_version(encrypted: &Value) -> u32 {
-    let metadata = unb64(
-        encrypted["ciphertextMetadata"]
-            .as_str()
-            .expect("ciphertextMetadata"),
-        "ciphertextMetadata",
-    );
-    assert_eq!(metadata.len(), 5, "ciphertextMetadata {metadata:?}");
-    u32::from_be_bytes([metadata[1], metadata[2], metadata[3], metadata[4]])
 }
 
 /// Collects the JSON listings of an installation's domains, credentials, keys and versions.

@@ -246,7 +246,7 @@ fn software_and_hsm_keys_round_trip() {
 }
 
 #[test]
-fn software_and_hsm_keys_round_trip_with_inline_calls() {
+fn inline_calls_round_trip() {
     let (setup, credential) = HsmSetup::new();
     call_inline(&setup);
     round_trip(&setup.serve(), &credential);
@@ -422,7 +422,7 @@ fn busy_session_pool_times_out() {
 }
 
 #[test]
-fn busy_session_pool_times_out_with_inline_calls() {
+fn inline_calls_busy_pool_times_out() {
     let (setup, credential) = HsmSetup::new();
     setup.set_config("sessions = 4", "sessions = 1");
     call_inline(&setup);
